@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.actions import FORWARD_STEP_M
+from envs.geometry import forward_vector
+
 
 @dataclass
 class AgentState:
@@ -62,6 +65,14 @@ class SimulatorBackend(ABC):
 
     @abstractmethod
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray: ...
+
+    def forward_landing(self, position: np.ndarray, yaw: float) -> np.ndarray:
+        """Where MOVE_FORWARD from (position, yaw) would leave the agent, without moving it.
+
+        The expert uses it to score headings. Default: the straight 0.25 m step (no collision);
+        backends override it with their real sliding motion.
+        """
+        return np.asarray(position, dtype=np.float64) + FORWARD_STEP_M * forward_vector(yaw)
 
     def close(self) -> None:
         """Release simulator resources."""
