@@ -1,0 +1,61 @@
+"""Which SessionEngine a command serves: the streaming agent from a checkpoint or a preset with
+random weights, or the model-free scripted engine (plumbing and server benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.serving.engine import ScriptedEngine, SessionEngine
+
+RANDOM_WEIGHTS_NOTICE = ("random weights (preset {preset}, no --checkpoint): the agent's actions are "
+                         "meaningless; pass --checkpoint DIR to serve a trained model")
+SCRIPTED_NOTICE = "scripted engine: no model, a fixed action pattern (server plumbing only)"
+
+
+@dataclass
+class EngineChoice:
+    checkpoint: Path | None = None
+    preset: str = "tiny"  # used without a checkpoint: random weights
+    scripted: bool = False
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+    def validate(self) -> None:
+        if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
+            raise FileNotFoundError(f"checkpoint directory {self.checkpoint} not found")
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--checkpoint", type=Path, help="saved model directory (save_pretrained layout)")
+    choice.add_argument("--scripted", action="store_true", help="no model: a fixed action pattern (plumbing tests)")
+    group.add_argument("--preset", default="tiny", help="model preset with random weights when no --checkpoint (default tiny)")
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    group.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+
+
+def engine_choice(args: argparse.Namespace) -> EngineChoice:
+    choice = EngineChoice(checkpoint=args.checkpoint, preset=args.preset, scripted=args.scripted,
+                          device=args.device, dtype=args.dtype)
+    choice.validate()
+    return choice
+
+
+def build_engine(choice: EngineChoice) -> tuple[SessionEngine, str]:
+    """(engine, notice); the notice says when the weights are random or there is no model at all."""
+    if choice.scripted:
+        return ScriptedEngine(), SCRIPTED_NOTICE
+    try:
+        from agent.streaming.engine import StreamingEngine
+    except ImportError as error:
+        raise ValueError(f"the streaming agent engine is not available ({error}); use --scripted to run "
+                         "the server without a model") from None
+    if choice.checkpoint is not None:
+        return StreamingEngine.from_checkpoint(choice.checkpoint, device=choice.device, dtype=choice.dtype), ""
+    engine = StreamingEngine.from_preset(choice.preset, device=choice.device, dtype=choice.dtype)
+    return engine, RANDOM_WEIGHTS_NOTICE.format(preset=choice.preset)
