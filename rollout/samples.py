@@ -1,0 +1,154 @@
+"""The StreamVLN sample recipe (DESIGN.md 3.5): which frames and which actions make a sample.
+
+For one instruction of a trajectory with T steps (labels[t] = the action to take at frame t, the
+last one STOP):
+- one sample per window start = n * num_frames, n = 0 .. ceil(T / num_frames) - 1;
+- fast frames at steps start, start + num_future_steps, ... inside the window, one user turn each;
+  the turn's assistant answer is the next num_future_steps labels (fewer at the end of the episode,
+  whose last chunk therefore ends with the STOP label, exactly once);
+- slow memory (start > 0): steps arange(0, start, max(start // num_history, 1)), at most
+  num_history of them (with the defaults exactly 8; for other configs with more, an evenly spaced
+  subset keeping the first and the last);
+- images: memory frames first, then the fast frames; time_ids: the step of each image.
+
+remove_init_turns (off by default): drop the leading turn-in-place labels when the instruction does
+not ask for a turn first. The trimmed trajectory then starts at the first non-turn step (frames,
+labels and time_ids all count from there), as the original dataset's valid_idx does.
+
+Nothing here tokenizes: the result is a rollout.dialogue.Sample for the model's processor.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.actions import Action
+from rollout.dialogue import CONJUNCTIONS, NavDialogue, NavTurn, Sample, TaskType
+
+# First words of an instruction that ask for a rotation before moving (remove_init_turns keeps the turns).
+TURN_VERBS = ("turn", "face", "rotate", "spin", "pivot", "veer")
+_TURN_ACTIONS = (int(Action.TURN_LEFT), int(Action.TURN_RIGHT))
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    num_frames: int = 32
+    num_future_steps: int = 4
+    num_history: int = 8
+    remove_init_turns: bool = False
+    min_steps: int = 4  # shorter (trimmed) trajectories make no sample, as in StreamVLN
+    seed: int = 0  # conjunction choice
+
+    def validate(self) -> None:
+        for name in ("num_frames", "num_future_steps", "num_history", "min_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SampleConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_frames % self.num_future_steps:
+            raise ValueError(
+                f"SampleConfig.num_frames ({self.num_frames}) must be a multiple of num_future_steps "
+                f"({self.num_future_steps}) so every turn of a window is complete"
+            )
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Steps (relative to the trimmed trajectory) that one sample uses."""
+
+    start: int
+    history_steps: tuple[int, ...]
+    frame_steps: tuple[int, ...]
+    chunks: tuple[tuple[int, ...], ...]
+
+
+def asks_for_turn(instruction: str) -> bool:
+    words = re.findall(r"[a-z]+", instruction.lower())
+    return bool(words) and words[0] in TURN_VERBS
+
+
+def initial_turns_to_drop(instruction: str, labels: Sequence[int] | np.ndarray, config: SampleConfig) -> int:
+    """How many leading steps remove_init_turns drops (0 when disabled or the instruction turns first)."""
+    if not config.remove_init_turns or asks_for_turn(instruction):
+        return 0
+    count = 0
+    for action in labels:
+        if int(action) not in _TURN_ACTIONS:
+            break
+        count += 1
+    return count
+
+
+def window_starts(num_steps: int, config: SampleConfig) -> list[int]:
+    """Window starts of a (trimmed) trajectory of num_steps steps; none if shorter than min_steps."""
+    if num_steps < config.min_steps:
+        return []
+    return list(range(0, num_steps, config.num_frames))
+
+
+def count_samples(instruction: str, labels: np.ndarray, config: SampleConfig) -> int:
+    offset = initial_turns_to_drop(instruction, labels, config)
+    return len(window_starts(len(labels) - offset, config))
+
+
+def history_steps(start: int, num_history: int) -> list[int]:
+    if start <= 0:
+        return []
+    steps = list(range(0, start, max(start // num_history, 1)))
+    if len(steps) > num_history:
+        picks = np.round(np.linspace(0, len(steps) - 1, num_history)).astype(int)
+        steps = [steps[i] for i in picks]
+    return steps
+
+
+def plan_window(labels: np.ndarray, start: int, config: SampleConfig) -> WindowPlan:
+    """Frames and action chunks of the window at `start` of a (trimmed) label sequence."""
+    end = min(start + config.num_frames, len(labels))
+    if not 0 <= start < end:
+        raise ValueError(f"window start {start} is outside a trajectory of {len(labels)} steps")
+    frame_steps = tuple(range(start, end, config.num_future_steps))
+    chunks = tuple(
+        tuple(int(a) for a in labels[step : min(step + config.num_future_steps, end)]) for step in frame_steps
+    )
+    return WindowPlan(start, tuple(history_steps(start, config.num_history)), frame_steps, chunks)
+
+
+def choose_conjunctions(count: int, episode_key: str, instruction_index: int, start: int, seed: int) -> list[str]:
+    """Seeded per (seed, episode, instruction, window): the same sample always reads the same."""
+    rng = np.random.default_rng([seed, zlib.crc32(episode_key.encode()), instruction_index, start])
+    return [CONJUNCTIONS[i] for i in rng.integers(0, len(CONJUNCTIONS), size=count)]
+
+
+FrameLoader = Callable[[list[int]], np.ndarray]  # absolute trajectory steps -> uint8 (N, H, W, 3)
+
+
+def build_nav_sample(
+    load_frames: FrameLoader,
+    instruction: str,
+    labels: np.ndarray,
+    start: int,
+    config: SampleConfig,
+    episode_key: str,
+    instruction_index: int = 0,
+    source: str = "",
+) -> Sample:
+    """The Sample of one window. `start` counts in the trimmed trajectory (see remove_init_turns)."""
+    offset = initial_turns_to_drop(instruction, labels, config)
+    trimmed = np.asarray(labels[offset:])
+    plan = plan_window(trimmed, start, config)
+    steps = list(plan.history_steps) + list(plan.frame_steps)
+    images = load_frames([offset + step for step in steps])
+    conjunctions = choose_conjunctions(len(plan.frame_steps), episode_key, instruction_index, start, config.seed)
+    turns = tuple(NavTurn(conjunction, chunk) for conjunction, chunk in zip(conjunctions, plan.chunks))
+    dialogue = NavDialogue(instruction=instruction, turns=turns, has_memory=bool(plan.history_steps))
+    return Sample(
+        dialogue=dialogue,
+        images=images,
+        num_memory=len(plan.history_steps),
+        time_ids=np.asarray(steps, dtype=np.int64),
+        task_type=TaskType.NAV,
+        source=source,
+    )
