@@ -1,0 +1,175 @@
+"""Advancing several sessions' caches in one batched forward (ragged lengths), and greedy decoding.
+
+Sessions differ in cache length and in the length of the new segment. The ragged batch left-pads
+the caches to a common length, right-pads the new embeddings, gives each row its own position ids
+(its cache length onward) and passes an explicit 4D additive mask: a column is visible to a row when
+it is a real token of that row and not in its future. Decode steps append one column per row; rows
+that already finished append a masked column. At the end each session gets back exactly its valid
+columns, so its cache is what a single-session run would have built.
+
+One session takes the `SingleStepper` path: no padding, no copies, the default causal mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from agent.streaming.cache import SessionCache, TextModel
+
+
+class SingleStepper:
+    """One session: prefill and decode directly on its cache."""
+
+    def __init__(self, cache: SessionCache):
+        self.cache = cache
+        self.text_model = cache.text_model
+
+    def prefill(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.cache.prefill(embeds[0])[-1:].clone()
+
+    def advance(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
+        del active  # a single row only advances while it is active
+        return self.cache.advance(tokens[0]).unsqueeze(0)
+
+    def finish(self) -> None:
+        """Nothing to write back: the session's cache was used in place."""
+
+
+class RaggedStepper:
+    """Several sessions: one batched forward per step over padded caches with a 4D mask."""
+
+    def __init__(self, caches: Sequence[SessionCache]):
+        self.caches = list(caches)
+        self.text_model: TextModel = caches[0].text_model
+        self.kv = None
+        self.valid: torch.Tensor | None = None  # (B, columns) real tokens of each row
+        self.next_pos = torch.tensor([c.length for c in caches], device=self.text_model.device)
+
+    def _padded_cache(self) -> int:
+        lengths = [c.length for c in self.caches]
+        longest = max(lengths)
+        kv = self.text_model.new_cache()
+        per_session = [c.layer_tensors() for c in self.caches]
+        for layer in range(len(per_session[0])):
+            keys = [self._left_pad(t[layer][0], longest) for t in per_session]
+            values = [self._left_pad(t[layer][1], longest) for t in per_session]
+            kv.update(torch.cat(keys), torch.cat(values), layer)
+        self.kv = kv
+        cols = torch.arange(longest, device=self.text_model.device)
+        self.valid = cols.unsqueeze(0) >= (longest - torch.tensor(lengths, device=cols.device)).unsqueeze(1)
+        return longest
+
+    @staticmethod
+    def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
+        missing = length - tensor.shape[-2]
+        if missing == 0:
+            return tensor
+        pad = tensor.new_zeros(*tensor.shape[:-2], missing, tensor.shape[-1])
+        return torch.cat([pad, tensor], dim=-2)
+
+    def _forward(self, embeds: torch.Tensor, new_valid: torch.Tensor) -> torch.Tensor:
+        """Run (B, T, hidden) new embeddings; new_valid (B, T) marks real tokens."""
+        count = embeds.shape[1]
+        past = self.valid.shape[1]
+        self.valid = torch.cat([self.valid, new_valid], dim=1)
+        cols = torch.arange(past + count, device=embeds.device)
+        rows = torch.arange(count, device=embeds.device) + past
+        causal = cols.unsqueeze(0) <= rows.unsqueeze(1)  # (T, columns)
+        visible = causal.unsqueeze(0) & self.valid.unsqueeze(1)  # (B, T, columns)
+        visible |= (cols.unsqueeze(0) == rows.unsqueeze(1)).unsqueeze(0)  # padded rows see themselves
+        mask = torch.zeros(visible.shape, dtype=embeds.dtype, device=embeds.device)
+        mask.masked_fill_(~visible, torch.finfo(embeds.dtype).min)
+        positions = self.next_pos.unsqueeze(1) + torch.arange(count, device=embeds.device).unsqueeze(0)
+        hidden = self.text_model.run(embeds, self.kv, positions, mask.unsqueeze(1))
+        self.next_pos = self.next_pos + new_valid.sum(dim=1)
+        return hidden
+
+    def prefill(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+        self._padded_cache()
+        counts = [e.shape[0] for e in embeds]
+        width = max(counts)
+        batch = embeds[0].new_zeros(len(embeds), width, embeds[0].shape[-1])
+        for row, e in enumerate(embeds):
+            batch[row, : e.shape[0]] = e
+        new_valid = torch.arange(width, device=batch.device).unsqueeze(0) < torch.tensor(
+            counts, device=batch.device).unsqueeze(1)
+        hidden = self._forward(batch, new_valid)
+        last = torch.tensor(counts, device=batch.device) - 1
+        return hidden[torch.arange(len(embeds), device=batch.device), last]
+
+    def advance(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
+        embeds = self.text_model.embed(tokens).unsqueeze(1)
+        new_valid = torch.tensor(list(active), device=embeds.device).unsqueeze(1)
+        return self._forward(embeds, new_valid)[:, 0]
+
+    def finish(self) -> None:
+        """Write each session's valid columns back into its own cache."""
+        layers = [(layer.keys, layer.values) for layer in self.kv.layers]
+        for row, cache in enumerate(self.caches):
+            cols = self.valid[row].nonzero().squeeze(1)
+            cache.replace([(k[row:row + 1].index_select(-2, cols), v[row:row + 1].index_select(-2, cols))
+                           for k, v in layers])
+
+
+def make_stepper(caches: Sequence[SessionCache]):
+    return SingleStepper(caches[0]) if len(caches) == 1 else RaggedStepper(caches)
+
+
+@dataclass
+class DecodeRules:
+    """Greedy decoding restricted to the action symbols and the end marker."""
+
+    allowed_ids: list[int]
+    end_id: int
+    stop_id: int
+    max_actions: int
+    full_chunks: bool = False  # benchmarks: no end marker or STOP before max_actions symbols
+
+
+@dataclass
+class Decoded:
+    tokens: list[int] = field(default_factory=list)  # generated ids, the end marker included
+    fed: int = 0  # how many of them went into the cache (the rest is the caller's to append)
+    logits: list[torch.Tensor] = field(default_factory=list)  # (A,) float32 per decode step
+
+
+def greedy_decode(stepper, first_hidden: torch.Tensor, rules: DecodeRules) -> list[Decoded]:
+    """Decode every row until its end marker. A row must end after max_actions symbols or after STOP;
+    that forced end marker is appended without running the model (one forward saved per call).
+
+    The last generated token of each row (its end marker) is NOT fed back: the caller appends the
+    canonical answer tail with the next turn.
+    """
+    allowed = torch.tensor(rules.allowed_ids, device=first_hidden.device)
+    end_col = rules.allowed_ids.index(rules.end_id)
+    stop_col = rules.allowed_ids.index(rules.stop_id)
+    results = [Decoded() for _ in range(first_hidden.shape[0])]
+    done = [False] * len(results)
+    hidden = first_hidden
+    while True:
+        logits = stepper.text_model.allowed_logits(hidden)  # (B, A)
+        choice = logits
+        if rules.full_chunks:
+            choice = logits.clone()
+            choice[:, [end_col, stop_col]] = float("-inf")
+        picked = allowed[choice.argmax(dim=-1)].tolist()
+        for row, result in enumerate(results):
+            if done[row]:
+                continue
+            result.tokens.append(picked[row])
+            result.logits.append(logits[row])
+            if picked[row] != rules.end_id and (len(result.tokens) >= rules.max_actions
+                                                or picked[row] == rules.stop_id):
+                result.tokens.append(rules.end_id)  # the only token allowed here
+            done[row] = result.tokens[-1] == rules.end_id
+        if all(done):
+            break
+        active = [not d for d in done]
+        for row, is_active in enumerate(active):
+            results[row].fed += is_active
+        hidden = stepper.advance([p if a else rules.end_id for p, a in zip(picked, active)], active)
+    stepper.finish()
+    return results

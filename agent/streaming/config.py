@@ -1,0 +1,90 @@
+"""Typed configuration of the streaming agent (window sizes, cache scheme, pruning, fallbacks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from envs.actions import Action
+from rollout.dialogue import CONJUNCTIONS
+
+
+class CacheScheme(str, Enum):
+    """How the KV cache is kept between model calls.
+
+    STREAMING: ours. The cache lives across turns; at a window boundary it is truncated back to the
+        system/instruction prefix and the memory tokens come from stored pooled features.
+    ORIGINAL: StreamVLN's public code. The cache is thrown away at every window boundary and the
+        history frames are re-encoded from pixels (kept for comparison).
+    RECOMPUTE: no cache kept between calls; the whole window context is run again at each call.
+    """
+
+    STREAMING = "streaming"
+    ORIGINAL = "original"
+    RECOMPUTE = "recompute"
+
+
+@dataclass
+class StreamingConfig:
+    scheme: CacheScheme = CacheScheme.STREAMING
+    num_frames: int = 32  # steps per window (DESIGN.md 3.5)
+    num_future_steps: int = 4  # actions per model call
+    num_history: int = 8  # memory frames at a window start
+    # Inference uses one fixed conjunction unless a seed is given; then each turn draws one from
+    # CONJUNCTIONS with a per-session generator (training draws them at random too).
+    conjunction: str = CONJUNCTIONS[0]
+    conjunction_seed: int | None = None
+    # Empty or malformed output: one TURN_LEFT. It never collides, never ends the episode by mistake,
+    # and shows the model a new view for the next call.
+    fallback_action: int = int(Action.TURN_LEFT)
+    # Voxel pruning of memory tokens (needs depth + pose with each frame).
+    voxel_pruning: bool = False
+    voxel_size_m: float = 0.5
+    hfov_deg: float = 90.0
+    camera_height_m: float = 1.25
+    max_depth_m: float = 10.0
+    # Token budget of one window's context; None = the language model's max_position_embeddings.
+    max_context_tokens: int | None = None
+    # Expected frame size (H, W); None = the first frame of each session fixes it.
+    frame_size: tuple[int, int] | None = None
+    # Benchmarks only: decode exactly num_future_steps non-STOP symbols per call (the end marker and
+    # STOP are masked until then), so random weights do the same work per call as a trained model.
+    full_chunks: bool = False
+    # Single-session decode steps on a static K/V scratch, replayed as a CUDA graph on CUDA (eager on
+    # the CPU). graph_max_len: scratch tokens; None = one window + 512 prefix tokens. A call whose
+    # context does not fit runs eagerly.
+    decode_graph: bool = False
+    graph_max_len: int | None = None
+    # The vision tower + projector + pooling as a CUDA graph per frame-batch shape (CUDA only).
+    encode_graph: bool = False
+
+    def validate(self) -> StreamingConfig:
+        self.scheme = CacheScheme(self.scheme)
+        for name in ("num_frames", "num_future_steps", "num_history"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StreamingConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_frames % self.num_future_steps:
+            raise ValueError(
+                f"StreamingConfig.num_frames ({self.num_frames}) must be a multiple of "
+                f"num_future_steps ({self.num_future_steps}) so windows start on a model call"
+            )
+        if self.conjunction not in CONJUNCTIONS:
+            raise ValueError(f"StreamingConfig.conjunction {self.conjunction!r} is not one of {CONJUNCTIONS}")
+        if self.fallback_action not in (int(a) for a in Action):
+            raise ValueError(f"StreamingConfig.fallback_action {self.fallback_action} is not an action 0-3")
+        if self.voxel_size_m <= 0 or not 0 < self.hfov_deg < 180 or self.max_depth_m <= 0:
+            raise ValueError(
+                "StreamingConfig: voxel_size_m and max_depth_m must be > 0 and hfov_deg in (0, 180), got "
+                f"{self.voxel_size_m}, {self.max_depth_m}, {self.hfov_deg}"
+            )
+        if self.max_context_tokens is not None and self.max_context_tokens < 64:
+            raise ValueError(f"StreamingConfig.max_context_tokens must be >= 64, got {self.max_context_tokens}")
+        if self.graph_max_len is not None and self.graph_max_len < 64:
+            raise ValueError(f"StreamingConfig.graph_max_len must be >= 64, got {self.graph_max_len}")
+        if self.frame_size is not None and (len(self.frame_size) != 2 or min(self.frame_size) < 1):
+            raise ValueError(f"StreamingConfig.frame_size must be (H, W) > 0, got {self.frame_size}")
+        return self
+
+    @property
+    def calls_per_window(self) -> int:
+        return self.num_frames // self.num_future_steps

@@ -1,0 +1,112 @@
+"""`StreamingEngine`: the server's SessionEngine (agent/serving/engine.py) over a StreamingAgent.
+
+One AgentSession (own KV cache) per session id; `act` advances all requested sessions in one batched
+forward (chunks of at most `max_batch`). Timings per result: encode, prefill, generate (greedy decode),
+total, in ms of the batched call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from agent.serving.engine import ActRequest, ActResult, OpenInfo
+from agent.streaming.agent import StreamingAgent
+from agent.streaming.config import StreamingConfig
+from agent.streaming.session import AgentSession, Observation
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def random_model(preset: str, device: str = "cpu", dtype: str = "fp32", seed: int = 0):
+    """(model, processor) of a preset with random weights, built directly on `device`."""
+    from agent.config import SlowFastConfig
+    from agent.modeling import SlowFastForCausalLM
+    from agent.processor import SlowFastProcessor
+
+    config = SlowFastConfig.preset(preset)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = SlowFastForCausalLM(config)
+    return model.to(resolve_dtype(dtype)).eval(), SlowFastProcessor.from_config(config)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu", dtype: str = "fp32"):
+    """(model, processor) saved with save_pretrained (safetensors + processor settings + tokenizer)."""
+    from agent.modeling import SlowFastForCausalLM
+    from agent.processor import SlowFastProcessor
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} not found")
+    model = SlowFastForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).to(device).eval()
+    return model, SlowFastProcessor.from_pretrained(path)
+
+
+def default_config(device: str) -> StreamingConfig:
+    """Defaults for serving: decode steps as CUDA graphs on a GPU (latency), eager on the CPU."""
+    on_cuda = str(device).startswith("cuda")
+    return StreamingConfig(decode_graph=on_cuda, encode_graph=on_cuda)
+
+
+class StreamingEngine:
+    """SessionEngine: sessions keyed by id, each with its own cache; one batched call per act()."""
+
+    def __init__(self, agent: StreamingAgent, model_version: int = 0, max_sessions: int = 64,
+                 max_batch: int = 16):
+        if max_sessions < 1 or max_batch < 1:
+            raise ValueError(f"max_sessions and max_batch must be >= 1, got {max_sessions}, {max_batch}")
+        self.agent = agent
+        self.model_version = model_version
+        self.max_sessions = max_sessions
+        self.max_batch = max_batch
+        self.sessions: dict[str, AgentSession] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32",
+                        config: StreamingConfig | None = None, **kwargs) -> StreamingEngine:
+        model, processor = load_checkpoint(path, device, dtype)
+        return cls(StreamingAgent(model, processor, config or default_config(device)), **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", device: str = "cpu", dtype: str = "fp32",
+                    config: StreamingConfig | None = None, seed: int = 0, **kwargs) -> StreamingEngine:
+        model, processor = random_model(preset, device, dtype, seed)
+        return cls(StreamingAgent(model, processor, config or default_config(device)), **kwargs)
+
+    def open(self, session_id: str, instruction: str) -> OpenInfo:
+        """Open (or reset) a session: a fresh cache with the instruction prefix."""
+        if session_id not in self.sessions and len(self.sessions) >= self.max_sessions:
+            raise ValueError(f"cannot open session {session_id!r}: {self.max_sessions} sessions are open")
+        self.sessions.pop(session_id, None)
+        session = self.agent.open(instruction, name=session_id)
+        self.sessions[session_id] = session
+        return OpenInfo(warnings=list(session.open_notes))
+
+    def act(self, requests: list[ActRequest]) -> list[ActResult]:
+        ids = [r.session_id for r in requests]
+        missing = [i for i in ids if i not in self.sessions]
+        if missing:
+            raise KeyError(f"unknown session(s) {missing}: open them with an instruction first")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"one act() call names a session twice: {ids}")
+        results: list[ActResult] = []
+        for begin in range(0, len(requests), self.max_batch):
+            chunk = requests[begin:begin + self.max_batch]
+            outputs = self.agent.act_batch([self.sessions[r.session_id] for r in chunk],
+                                           [Observation(r.rgb, r.depth, r.pose) for r in chunk])
+            results += [ActResult(out.actions, out.timings_ms, out.notes) for out in outputs]
+        return results
+
+    def close(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+
+    def stats(self, session_id: str) -> dict:
+        return self.sessions[session_id].stats.as_dict()

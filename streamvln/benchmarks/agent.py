@@ -1,0 +1,192 @@
+"""`streamvln bench agent`: latency per model call of the streaming agent against the original
+StreamVLN scheme and a full recompute (same weights, one run), the streaming-vs-recompute logit
+difference over a run that crosses a window boundary, and batched sessions' actions/s.
+
+Random weights decode `full_chunks` (exactly num_future_steps non-STOP actions per call), so every
+call does the work of a trained model's 4-action answer and the episode has steps/4 calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from agent.streaming import CacheScheme, Observation, StreamingAgent, StreamingConfig
+from agent.streaming.check import max_abs_logit_diff
+from agent.streaming.engine import random_model
+
+NAME = "agent"
+HELP = "streaming agent latency per call by cache scheme, logit check, batched sessions"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help="model preset, random weights (tiny, small, 1.5b, 7b)")
+    parser.add_argument("--steps", type=int, default=200, help="env steps per episode (4 actions per call)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--frame-size", type=int, default=None, help="frame side in px (default: the model's)")
+    parser.add_argument("--sessions", type=int, default=8, help="sessions for the batched measurement")
+    parser.add_argument("--batch-steps", type=int, default=64, help="env steps per session when batched")
+    parser.add_argument("--warmup-calls", type=int, default=None,
+                        help="untimed calls first (default: one window + 1, so boundary paths are warm too)")
+    parser.add_argument("--schemes", default="streaming,original,recompute",
+                        help="comma-separated subset of streaming, original, recompute")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--prefetch", choices=("on", "off"), default="on",
+                        help="streaming: prefill the next window's prefix + memory after a call (timed apart)")
+    parser.add_argument("--decode-graph", choices=("auto", "on", "off"), default="auto",
+                        help="decode steps + vision tower as CUDA graphs (auto: on for cuda)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.steps < 8 or args.sessions < 1 or args.batch_steps < 4:
+        raise ValueError("bench agent needs --steps >= 8, --sessions >= 1, --batch-steps >= 4")
+    schemes = [CacheScheme(name.strip()) for name in args.schemes.split(",") if name.strip()]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda but CUDA is not available")
+    model, processor = random_model(args.preset, args.device, args.dtype, args.seed)
+    size = args.frame_size or int(model.config.image_size)
+    frames = FrameSource(size, args.seed)
+    result = {
+        "preset": args.preset, "device": str(args.device), "dtype": args.dtype, "steps": args.steps,
+        "frame_size": size, "tokens_per_frame": int(model.config.tokens_per_frame),
+        "torch": torch.__version__, "schemes": {},
+    }
+    if args.device.startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+    graph = args.decode_graph == "on" or (args.decode_graph == "auto" and args.device.startswith("cuda"))
+    result["decode_graph"] = graph
+    runs = [(scheme.value, StreamingConfig(scheme=scheme, full_chunks=True, decode_graph=graph, encode_graph=graph))
+            for scheme in schemes]
+    if graph and CacheScheme.STREAMING in schemes:  # the same scheme without the graph levers
+        runs.append(("streaming_eager", StreamingConfig(full_chunks=True)))
+    graph_errors = []
+    for name, config in runs:
+        agent = StreamingAgent(model, processor, config)
+        warm_up(agent, frames, args.warmup_calls if args.warmup_calls is not None else config.calls_per_window + 1)
+        prefetch = args.prefetch == "on" and config.scheme is CacheScheme.STREAMING and name == "streaming"
+        result["schemes"][name] = episode_latency(agent, frames, args.steps, prefetch)
+        graph_errors += agent.graph_errors
+    result["graph_errors"] = graph_errors
+    by_name = result["schemes"]
+    if "streaming" in by_name and "recompute" in by_name:
+        result["speedup_mean_vs_recompute"] = by_name["recompute"]["mean_ms"] / by_name["streaming"]["mean_ms"]
+    if "streaming" in by_name and "original" in by_name:
+        result["speedup_mean_vs_original"] = by_name["original"]["mean_ms"] / by_name["streaming"]["mean_ms"]
+    streaming = StreamingAgent(model, processor, StreamingConfig(full_chunks=True, decode_graph=graph,
+                                                                 encode_graph=graph))
+    result["max_abs_logit_diff"] = logit_check(streaming, frames)
+    result["batched"] = batched_throughput(streaming, frames, args.sessions, args.batch_steps)
+    if args.device.startswith("cuda"):
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+class FrameSource:
+    """Deterministic random uint8 frames of one size."""
+
+    def __init__(self, size: int, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.size = size
+
+    def next(self) -> np.ndarray:
+        return self.rng.integers(0, 256, size=(self.size, self.size, 3), dtype=np.uint8)
+
+
+def warm_up(agent: StreamingAgent, frames: FrameSource, calls: int) -> None:
+    session = agent.open("warm up: walk to the kitchen", name="warmup")
+    for _ in range(calls):
+        agent.act(session, frames.next())
+        agent.prefetch(session)  # a no-op outside the streaming scheme
+
+
+def episode_latency(agent: StreamingAgent, frames: FrameSource, steps: int, prefetch: bool = False) -> dict:
+    """One episode of `steps` env steps: per-call latency stats, per window, and the breakdown.
+
+    With prefetch, agent.prefetch runs after each call (in a deployment: while the chunk's actions
+    execute) and is timed separately from the calls."""
+    session = agent.open("walk past the red sofa, turn left into the kitchen and stop by the fridge")
+    totals, windows, parts, prefetch_ms = [], [], {"encode": [], "prefill": [], "generate": []}, []
+    while session.step < steps:
+        window = session.step // agent.config.num_frames
+        out = agent.act(session, frames.next())
+        totals.append(out.timings_ms["total"])
+        windows.append(window)
+        for key in parts:
+            parts[key].append(out.timings_ms[key])
+        if prefetch:
+            begin = agent.now_ms()
+            if agent.prefetch(session):
+                prefetch_ms.append(agent.now_ms() - begin)
+    per_window = [float(np.median([t for t, w in zip(totals, windows) if w == i])) for i in range(max(windows) + 1)]
+    window_starts = [t for i, t in enumerate(totals) if i > 0 and windows[i] != windows[i - 1]]
+    return {
+        "calls": len(totals), "first_call_ms": totals[0],
+        "median_ms": float(np.median(totals)), "p99_ms": float(np.percentile(totals, 99)),
+        "mean_ms": float(np.mean(totals)), "max_ms": float(np.max(totals)),
+        "window_start_median_ms": float(np.median(window_starts)) if window_starts else None,
+        "per_window_median_ms": per_window,
+        "breakdown_median_ms": {k: float(np.median(v)) for k, v in parts.items()},
+        "stats": session.stats.as_dict(),
+        "prefetch": prefetch,
+        "prefetch_median_ms": float(np.median(prefetch_ms)) if prefetch_ms else None,
+    }
+
+
+def logit_check(agent: StreamingAgent, frames: FrameSource) -> dict:
+    """Streaming vs full recompute at every call of a run crossing one window boundary."""
+    session = agent.open("go down the hallway and stop at the bathroom door")
+    calls = agent.config.calls_per_window + 2
+    allowed, full = [], []
+    for _ in range(calls):
+        out = agent.act(session, frames.next())
+        diff = max_abs_logit_diff(agent, session, out)
+        allowed.append(diff["allowed"])
+        full.append(diff["full_vocab_first_step"])
+    return {"calls": calls, "windows": session.stats.windows, "allowed_ids": max(allowed),
+            "full_vocab_first_step": max(full)}
+
+
+def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int, steps: int) -> dict:
+    """Actions/s of `sessions` sessions advanced together vs one session alone.
+
+    Before timing, session i takes i calls on its own, so the batch is ragged (caches of different
+    lengths, windows starting at different calls); then every session takes steps/4 calls, timed."""
+    def run_sessions(count: int, calls: int) -> tuple[float, int]:
+        opened = [agent.open(f"episode {i}: find the blue chair in the office", name=f"b{i}") for i in range(count)]
+        for lead in range(1, count):  # untimed: session i gets i calls ahead
+            ahead = opened[lead:]
+            agent.act_batch(ahead, [Observation(frames.next()) for _ in ahead])
+        actions, start = 0, agent.now_ms()
+        for _ in range(calls):
+            outs = agent.act_batch(opened, [Observation(frames.next()) for _ in opened])
+            actions += sum(len(o.actions) for o in outs)
+        return (agent.now_ms() - start) / 1000.0, actions
+
+    calls = max(steps // agent.config.num_future_steps, 1)
+    for count in range(1, sessions + 1):  # warm-up: every batch size (decode graphs, allocator)
+        run_sessions(count, 1)
+    single_s, single_actions = run_sessions(1, calls)
+    batch_s, batch_actions = run_sessions(sessions, calls)
+    single_rate, batch_rate = single_actions / single_s, batch_actions / batch_s
+    return {"sessions": sessions, "calls_per_session": calls, "single_actions_per_s": single_rate,
+            "batched_actions_per_s": batch_rate, "ratio": batch_rate / single_rate}
+
+
+if __name__ == "__main__":  # `python -m streamvln.benchmarks.agent ...` where the full CLI cannot import
+    import json
+
+    cli = argparse.ArgumentParser(prog="python -m streamvln.benchmarks.agent", description=HELP)
+    add_arguments(cli)
+    cli.add_argument("--json", default=None, metavar="FILE", help="also write the result to FILE")
+    parsed = cli.parse_args()
+    text = json.dumps(run(parsed), indent=2, sort_keys=True)
+    print(text)
+    if parsed.json:
+        with open(parsed.json, "w") as handle:
+            handle.write(text + "\n")
