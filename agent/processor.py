@@ -6,6 +6,10 @@ and the pieces are concatenated. So token ids are prefix-stable by construction:
 the concatenation of the streaming parts (`nav_prefix_ids`, `nav_memory_ids`, `nav_turn_ids`,
 `nav_answer_ids`), and `encode()` builds navigation samples from exactly those parts.
 
+The fixed pieces (system message, role headers, memory sentence, each observation turn, each action
+chunk, the first user message per instruction) are tokenized once and memoised per processor, so
+encoding a training sample calls the tokenizer at most once (for an instruction not seen lately).
+
 Images stay uint8 on the CPU (resized only if their size differs from the model's); conversion to
 float and mean/std normalisation happen on the device (`preprocess_on_device`, used by the model).
 """
@@ -37,6 +41,9 @@ from envs.actions import validate_action
 from rollout.dialogue import IMAGE_PLACEHOLDER, MEMORY_PLACEHOLDER, ChatDialogue, NavDialogue, Sample
 
 PROCESSOR_FILE = "processor_config.json"
+# Memoised token pieces per processor: fixed segments, turns by (conjunction, first, actions) and
+# first user messages by instruction. Bounded so free-text input cannot grow it without limit.
+SEGMENT_CACHE_ENTRIES = 16384
 _PLACEHOLDER_SPLIT = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(MEMORY_PLACEHOLDER)})")
 _PLACEHOLDER_IDS = {IMAGE_PLACEHOLDER: IMAGE_TOKEN_INDEX, MEMORY_PLACEHOLDER: MEMORY_TOKEN_INDEX}
 
@@ -105,6 +112,8 @@ class SlowFastProcessor:
             raise ValueError("the tokenizer has no pad token")
         self.pad_token_id = int(tokenizer.pad_token_id)
         self._symbol_ids = {symbol: self.text_ids(symbol) for symbol in ACTION_SYMBOLS}
+        # (kind, key) -> token ids; kept per instance (a plain dict, so the processor still pickles).
+        self._segments: dict[tuple, tuple] = {}
 
     @classmethod
     def from_config(cls, config, tokenizer: PreTrainedTokenizerBase | None = None) -> SlowFastProcessor:
@@ -128,12 +137,27 @@ class SlowFastProcessor:
         """Token ids of one plain text segment (no chat markers or placeholders inside)."""
         return [int(i) for i in self.tokenizer.encode(text, add_special_tokens=False)] if text else []
 
+    def _memo(self, kind: str, key, build):
+        """build() memoised under (kind, key); the oldest entries go first once the cache is full."""
+        cache_key = (kind, key)
+        value = self._segments.get(cache_key)
+        if value is None:
+            value = build()
+            if len(self._segments) >= SEGMENT_CACHE_ENTRIES:
+                del self._segments[next(iter(self._segments))]
+            self._segments[cache_key] = value
+        return value
+
+    def _segment_ids(self, text: str) -> tuple[int, ...]:
+        """text_ids of a fixed piece of wording (role headers, ".", conjunctions), memoised."""
+        return self._memo("text", text, lambda: tuple(self.text_ids(text)))
+
     def _message_start(self, role: str) -> list[int]:
-        return [self.im_start_id, *self.text_ids(f"{role}\n")]
+        return [self.im_start_id, *self._segment_ids(f"{role}\n")]
 
     def _message_end(self) -> tuple[list[int], list[int]]:
         """(<|im_end|>, "\\n") as separate pieces: the first is labelled in assistant turns."""
-        return [self.im_end_id], self.text_ids("\n")
+        return [self.im_end_id], list(self._segment_ids("\n"))
 
     def _content_ids(self, text: str) -> list[int]:
         """Message content split at placeholders (-200 / -300 in place of `<image>` / `<memory>`)."""
@@ -143,8 +167,11 @@ class SlowFastProcessor:
         return ids
 
     def _system_ids(self) -> list[int]:
-        end, newline = self._message_end()
-        return [*self._message_start("system"), *self.text_ids(SYSTEM_PROMPT), *end, *newline]
+        def build() -> tuple[int, ...]:
+            end, newline = self._message_end()
+            return (*self._message_start("system"), *self.text_ids(SYSTEM_PROMPT), *end, *newline)
+
+        return list(self._memo("system", None, build))
 
     # ---- streaming parts (navigation) ------------------------------------------------------------
 
@@ -154,29 +181,41 @@ class SlowFastProcessor:
         text = instruction.strip().rstrip(".").strip()
         if not text:
             raise ValueError("navigation instruction is empty")
+        # The instruction is tokenized together with the wording around it (BPE pieces may span the
+        # joins), so the whole first user message is memoised per instruction rather than split.
         first_user = f"{NAV_TASK_INTRO}{text}{NAV_TASK_RULES}"
-        return [*self._system_ids(), *self._message_start("user"), *self.text_ids(first_user)]
+        return list(self._memo("prefix", text, lambda: (
+            *self._system_ids(), *self._message_start("user"), *self.text_ids(first_user))))
 
     def nav_memory_ids(self) -> list[int]:
         """' These are your historical observations: <memory>.' inside the first user message."""
-        return [*self.text_ids(MEMORY_SENTENCE), MEMORY_TOKEN_INDEX, *self.text_ids(".")]
+        return list(self._memo("memory", None, lambda: (
+            *self.text_ids(MEMORY_SENTENCE), MEMORY_TOKEN_INDEX, *self._segment_ids("."))))
 
     def nav_turn_ids(self, conjunction: str, first: bool) -> list[int]:
         """One observation turn ending with the generation prompt '<|im_start|>assistant\\n'."""
+        return list(self._memo("turn", (conjunction, bool(first)), lambda: self._build_turn(conjunction, first)))
+
+    def _build_turn(self, conjunction: str, first: bool) -> tuple[int, ...]:
         end, newline = self._message_end()
         if first:
-            head = self.text_ids(f" {conjunction}")
+            head = self._segment_ids(f" {conjunction}")
         else:
-            head = [*self._message_start("user"), *self.text_ids(conjunction)]
-        return [*head, IMAGE_TOKEN_INDEX, *self.text_ids("."), *end, *newline, *self._message_start("assistant")]
+            head = (*self._message_start("user"), *self._segment_ids(conjunction))
+        return (*head, IMAGE_TOKEN_INDEX, *self._segment_ids("."), *end, *newline, *self._message_start("assistant"))
 
     def _nav_answer_parts(self, actions) -> tuple[list[int], list[int]]:
+        key = tuple(int(validate_action(a)) for a in actions)  # bad actions raise before the cache
+        labelled, rest = self._memo("answer", key, lambda: self._build_answer(key))
+        return list(labelled), list(rest)
+
+    def _build_answer(self, actions) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if not actions:
             raise ValueError("an answered navigation turn needs at least one action")
         # One symbol at a time, so a tokenizer that merges "↑↑" still gives the per-symbol ids decoding uses.
-        symbols = [i for a in actions for i in self._symbol_ids[ACTION_SYMBOLS[validate_action(a)]]]
+        symbols = [i for a in actions for i in self._symbol_ids[ACTION_SYMBOLS[a]]]
         end, newline = self._message_end()
-        return [*symbols, *end], newline
+        return (*symbols, *end), tuple(newline)
 
     def nav_answer_ids(self, actions) -> list[int]:
         """Assistant answer: the action symbols + '<|im_end|>\\n'."""
@@ -340,8 +379,10 @@ def collate_encoded(samples: list[EncodedSample], pad_token_id: int, image_size:
         labels[row, span] = sample.labels
         attention_mask[row, span] = 1
         time_ids[row, : sample.time_ids.numel()] = sample.time_ids
-    frames = [s.images for s in samples if s.images.shape[0]]
-    images = torch.cat(frames) if frames else torch.zeros((0, image_size, image_size, 3), dtype=torch.uint8)
+    frames = [s.images.numpy() for s in samples if s.images.shape[0]]
+    # One numpy concatenation: torch.cat of uint8 (N, S, S, 3) tensors is several times slower on CPU.
+    images = (torch.from_numpy(np.concatenate(frames)) if frames
+              else torch.zeros((0, image_size, image_size, 3), dtype=torch.uint8))
     return {
         "input_ids": input_ids,
         "labels": labels,

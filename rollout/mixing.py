@@ -85,9 +85,14 @@ class MixtureBatchSampler(torch.utils.data.Sampler):
 
 
 def build_dataloader(
-    dataset: SampleDataset, mixture: MixtureConfig, num_workers: int = 2, prefetch_factor: int = 4
+    dataset: SampleDataset, mixture: MixtureConfig, num_workers: int = 2, prefetch_factor: int = 4,
+    pin_memory: bool | None = None,
 ) -> torch.utils.data.DataLoader:
-    """DataLoader over a mixture; each worker opens store files itself (nothing shared but paths)."""
+    """DataLoader over a mixture; each worker opens store files itself (nothing shared but paths).
+
+    pin_memory None: pinned batches only when CUDA is available (pinning costs a copy on the CPU and
+    helps nothing without a GPU to copy to).
+    """
     sampler = MixtureBatchSampler(dataset.sources, mixture)
     return torch.utils.data.DataLoader(
         dataset,
@@ -96,4 +101,5 @@ def build_dataloader(
         num_workers=num_workers,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
     )

@@ -8,10 +8,16 @@ Layout of a store directory:
 
 A file is MAGIC, a fixed prefix (header length, header crc32), a small msgpack header (episode id,
 policy version, source, instructions, label actions, payload length and sha256) and the msgpack
-payload (JPEG frames as stored, zlib uint16 depth, poses, executed actions, metrics). Writers write
+payload (JPEG frames as stored, zlib uint16 depth, poses, executed actions, metrics). Since format 2
+the header also holds each frame's (offset, length, crc32) inside the payload, so a reader can fetch
+only the frames a sample needs (`read_frames`); format-1 files are still read (whole payload). Writers write
 to tmp/, fsync, then os.replace into episodes/, so an episode is visible only when complete and a
 kill -9 mid-write leaves at most an orphan in tmp/. Readers verify the checksums: a corrupt or
 truncated file raises CorruptEpisodeError naming it (or is skipped and logged when lenient).
+`read_frames` checks the payload sha256 once per process and file version (name, size, mtime_ns):
+committed files are never rewritten, so a later change of content is corruption, and any write to
+the file changes its mtime and makes the next read verify again. Each frame read alone is also
+checked against its crc32, so damage that leaves size and mtime alone is still caught.
 No pickle anywhere.
 """
 
@@ -41,7 +47,7 @@ log = logging.getLogger(__name__)
 MAGIC = b"SVLNEP01"
 _PREFIX = struct.Struct(">8sII")  # magic, header length, header crc32
 EPISODE_SUFFIX = ".svep"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: header "frame_spans"; 1: without (still readable)
 DEPTH_SCALE = 65535.0  # normalised depth [0, 1] -> uint16
 
 
@@ -76,6 +82,8 @@ class EpisodeHeader:
     payload_len: int
     payload_sha256: bytes
     file_bytes: int
+    header_bytes: int = 0  # payload offset in the file (prefix + header)
+    frame_spans: np.ndarray | None = None  # uint64 (T, 3) offset, length, crc32 of each JPEG in the payload (v2)
 
 
 @dataclass
@@ -99,6 +107,8 @@ class EpisodeStore:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         elif not self.episodes_dir.is_dir():
             raise FileNotFoundError(f"{self.root} is not an episode store (no episodes/ folder)")
+        # name -> (size, mtime_ns) of the file version whose payload checksum read_frames has checked.
+        self._verified: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ writing
     def add(self, trajectory: Trajectory) -> str:
@@ -195,11 +205,52 @@ class EpisodeStore:
             raise CorruptEpisodeError(f"{path}: truncated payload ({len(payload_bytes)} of {header.payload_len} bytes)")
         if verify and hashlib.sha256(payload_bytes).digest() != header.payload_sha256:
             raise CorruptEpisodeError(f"{path}: payload checksum mismatch")
-        try:
-            payload = msgpack.unpackb(payload_bytes, raw=False)
-        except Exception as error:  # msgpack raises several types for malformed data
-            raise CorruptEpisodeError(f"{path}: payload is not valid msgpack ({error})") from None
-        return header, payload
+        return header, _unpack_payload(payload_bytes, path)
+
+    def read_frames(self, header: EpisodeHeader, steps: list[int]) -> list[bytes]:
+        """JPEG bytes of the given steps of one episode (a header from read_header / iter_headers).
+
+        The payload checksum is verified on the first read of each file version in this process;
+        later reads fetch only the requested frames (format 2) with os.pread.
+        """
+        path = self.path_of(header.name)
+        if any(not 0 <= step < header.num_steps for step in steps):
+            raise ValueError(f"{path}: steps {steps} outside the episode's {header.num_steps} steps")
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            version = (stat.st_size, stat.st_mtime_ns)
+            if stat.st_size != header.file_bytes:
+                raise CorruptEpisodeError(f"{path}: size {stat.st_size} bytes, its header says {header.file_bytes}")
+            payload_bytes = None
+            if self._verified.get(header.name) != version:
+                payload_bytes = self._read_verified_payload(handle, header, path)
+                self._verified[header.name] = version
+            if header.frame_spans is None:  # format 1: frames only from the whole payload
+                if payload_bytes is None:
+                    handle.seek(header.header_bytes)
+                    payload_bytes = handle.read(header.payload_len)
+                frames = _unpack_payload(payload_bytes, path)["rgb_jpeg"]
+                return [frames[step] for step in steps]
+            return [self._frame(handle.fileno(), header, step, payload_bytes, path) for step in steps]
+
+    def _read_verified_payload(self, handle, header: EpisodeHeader, path: Path) -> bytes:
+        handle.seek(header.header_bytes)
+        payload_bytes = handle.read(header.payload_len)
+        if len(payload_bytes) != header.payload_len:
+            raise CorruptEpisodeError(f"{path}: truncated payload ({len(payload_bytes)} of {header.payload_len} bytes)")
+        if hashlib.sha256(payload_bytes).digest() != header.payload_sha256:
+            raise CorruptEpisodeError(f"{path}: payload checksum mismatch")
+        return payload_bytes
+
+    @staticmethod
+    def _frame(fd: int, header: EpisodeHeader, step: int, payload_bytes: bytes | None, path: Path) -> bytes:
+        offset, length, crc = (int(v) for v in header.frame_spans[step])
+        if payload_bytes is not None:  # just verified as a whole
+            return payload_bytes[offset : offset + length]
+        data = os.pread(fd, length, header.header_bytes + offset)
+        if len(data) != length or zlib.crc32(data) != crc:
+            raise CorruptEpisodeError(f"{path}: frame {step} is truncated or fails its crc32")
+        return data
 
     def read(self, name: str, verify: bool = True) -> Trajectory:
         header, payload = self.read_payload(name, verify)
@@ -275,7 +326,7 @@ def _serialise(trajectory: Trajectory) -> tuple[dict[str, Any], bytes]:
         quantised = np.round(trajectory.depth[..., 0] * DEPTH_SCALE).astype("<u2")
         payload["depth"] = zlib.compress(quantised.tobytes(), 1)
         payload["depth_hw"] = list(quantised.shape[1:])
-    payload_bytes = msgpack.packb(payload, use_bin_type=True)
+    payload_bytes, frame_spans = _pack_payload(payload)
     header = {
         "format": FORMAT_VERSION,
         "episode_id": trajectory.episode_id,
@@ -286,9 +337,40 @@ def _serialise(trajectory: Trajectory) -> tuple[dict[str, Any], bytes]:
         "label_actions": trajectory.label_actions.astype(np.int8).tobytes(),
         "payload_len": len(payload_bytes),
         "payload_sha256": hashlib.sha256(payload_bytes).digest(),
+        "frame_spans": frame_spans.astype("<u8").tobytes(),
         "created": time.time(),
     }
     return header, payload_bytes
+
+
+def _pack_payload(payload: dict[str, Any]) -> tuple[bytes, np.ndarray]:
+    """msgpack.packb(payload) built piece by piece (same bytes), with each JPEG frame's (offset,
+    length) inside it, so readers can fetch single frames."""
+    packer = msgpack.Packer(use_bin_type=True)
+    pieces = [packer.pack_map_header(len(payload))]
+    position = len(pieces[0])
+    spans = np.zeros((len(payload["rgb_jpeg"]), 3), dtype=np.uint64)
+    for key, value in payload.items():
+        pieces.append(packer.pack(key))
+        if key == "rgb_jpeg":
+            pieces.append(packer.pack_array_header(len(value)))
+            position += len(pieces[-2]) + len(pieces[-1])
+            for index, frame in enumerate(value):
+                pieces.append(packer.pack(frame))
+                # the bin data follows its 2-5 byte header
+                spans[index] = (position + len(pieces[-1]) - len(frame), len(frame), zlib.crc32(frame))
+                position += len(pieces[-1])
+        else:
+            pieces.append(packer.pack(value))
+            position += len(pieces[-2]) + len(pieces[-1])
+    return b"".join(pieces), spans
+
+
+def _unpack_payload(payload_bytes: bytes, path: Path) -> dict[str, Any]:
+    try:
+        return msgpack.unpackb(payload_bytes, raw=False)
+    except Exception as error:  # msgpack raises several types for malformed data
+        raise CorruptEpisodeError(f"{path}: payload is not valid msgpack ({error})") from None
 
 
 def _frame_hw(trajectory: Trajectory) -> tuple[int, int]:
@@ -309,6 +391,11 @@ def _read_header(handle, name: str, file_size: int) -> tuple[EpisodeHeader, int]
     if len(header_bytes) != header_len or zlib.crc32(header_bytes) != header_crc:
         raise CorruptEpisodeError(f"episode file {name}: header truncated or corrupt")
     raw = msgpack.unpackb(header_bytes, raw=False)
+    version = raw.get("format", 1)
+    if version > FORMAT_VERSION:
+        raise CorruptEpisodeError(
+            f"episode file {name}: format {version} is newer than this reader's ({FORMAT_VERSION}); update streamvln"
+        )
     offset = _PREFIX.size + header_len
     if offset + raw["payload_len"] != file_size:
         raise CorruptEpisodeError(
@@ -325,8 +412,23 @@ def _read_header(handle, name: str, file_size: int) -> tuple[EpisodeHeader, int]
         payload_len=int(raw["payload_len"]),
         payload_sha256=raw["payload_sha256"],
         file_bytes=file_size,
+        header_bytes=offset,
+        frame_spans=_frame_spans(raw, name),
     )
     return header, offset
+
+
+def _frame_spans(raw: dict[str, Any], name: str) -> np.ndarray | None:
+    if raw.get("frame_spans") is None:
+        return None
+    spans = np.frombuffer(raw["frame_spans"], dtype="<u8")
+    steps = int(raw["num_steps"])
+    if spans.size != 3 * steps:
+        raise CorruptEpisodeError(f"episode file {name}: frame_spans do not match {steps} frames")
+    spans = spans.reshape(steps, 3)
+    if steps and int((spans[:, 0] + spans[:, 1]).max()) > int(raw["payload_len"]):
+        raise CorruptEpisodeError(f"episode file {name}: frame_spans point past the payload")
+    return spans
 
 
 def trajectory_from_payload(header: EpisodeHeader, payload: dict[str, Any]) -> Trajectory:

@@ -5,9 +5,10 @@ only file headers. The index holds one WindowRef per (episode, instruction, wind
 is uniform over windows or weighted per episode: source weights (e.g. DAgger data x2) times
 recency_decay ** (newest policy version - the episode's version).
 
-Loading a sample reads the episode file (checksummed) and decodes only the frames it needs. A
-small per-process cache keeps recent payloads; since the view holds only a path, DataLoader workers
-each open files themselves (nothing is shared across processes).
+Loading a sample reads and decodes only the frames it needs: EpisodeStore.read_frames verifies a
+file's checksum on its first read in the process, then preads single frames (format-2 files;
+format-1 files are read whole, with a small per-process cache of recent payloads). Since the view
+holds only a path, DataLoader workers each open files themselves (nothing is shared across processes).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ViewConfig:
     min_samples: int = 1
     image_size: int | None = None  # resize frames to (size, size) on load; None keeps the stored size
     lenient: bool = True  # skip (and log) corrupt files instead of failing the whole view
-    cache_episodes: int = 64  # episode payloads (compressed, ~0.5-1 MB each) kept per process
+    cache_episodes: int = 64  # format-1 episode payloads (compressed, ~0.5-1 MB each) kept per process
     # Decoded frames kept per process (MiB); 0 = off. With the default recipe every frame a sample
     # uses is at a multiple of num_future_steps, so a cache that holds the store's working set
     # decodes each frame once per worker.
@@ -170,15 +171,17 @@ class StoreView:
 
     # ------------------------------------------------------------------ loading
     def load(self, ref: WindowRef) -> Sample:
-        header, payload = self._payload(ref.episode)
-        frames = payload["rgb_jpeg"]
+        self._start_caches_after_fork()
+        header = self._headers.get(ref.episode) or self.store.read_header(ref.episode)
         size = self.config.image_size
 
-        def decode(step: int) -> np.ndarray:
-            return self._frames.get((ref.episode, step, size), lambda: decode_jpeg(frames[step], size))
-
         def load_frames(steps: list[int]) -> np.ndarray:
-            return np.stack([decode(step) for step in steps])
+            needed = [step for step in dict.fromkeys(steps) if (ref.episode, step, size) not in self._frames]
+            jpegs = dict(zip(needed, self._jpegs(header, needed)))
+            return np.stack([
+                self._frames.get((ref.episode, step, size), lambda step=step: decode_jpeg(jpegs[step], size))
+                for step in steps
+            ])
 
         return build_nav_sample(
             load_frames,
@@ -191,11 +194,21 @@ class StoreView:
             source=f"store:{header.source}",
         )
 
-    def _payload(self, name: str) -> tuple[EpisodeHeader, dict[str, Any]]:
+    def _jpegs(self, header: EpisodeHeader, steps: list[int]) -> list[bytes]:
+        if not steps:
+            return []
+        if header.frame_spans is not None:  # format 2: only these frames are read
+            return self.store.read_frames(header, steps)
+        frames = self._payload(header.name)[1]["rgb_jpeg"]
+        return [frames[step] for step in steps]
+
+    def _start_caches_after_fork(self) -> None:
         if self._cache_pid != os.getpid():  # forked into a DataLoader worker: start private caches
             self._cache = OrderedDict()
             self._frames = FrameCache(self.config.frame_cache_mb * 2**20)
             self._cache_pid = os.getpid()
+
+    def _payload(self, name: str) -> tuple[EpisodeHeader, dict[str, Any]]:
         if name in self._cache:
             self._cache.move_to_end(name)
             return self._cache[name]
@@ -215,6 +228,9 @@ class FrameCache:
         self.hits = 0
         self.misses = 0
         self._frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._frames
 
     def get(self, key: tuple, decode) -> np.ndarray:
         frame = self._frames.get(key)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamvln.commands import bench
+from streamvln.commands import actor, bench, collect, dataset, learner, sim, store
+from streamvln.commands import client as client_command
+from streamvln.commands import demo as demo_command
+from streamvln.commands import eval as eval_command
+from streamvln.commands import run as run_command
+from streamvln.commands import serve as serve_command
+from streamvln.commands import train as train_command
 
 # Each module registers its own sub-commands; add a module here to expose it.
-COMMAND_MODULES = (bench,)
+COMMAND_MODULES = (bench, dataset, eval_command, sim, serve_command, client_command, demo_command, collect, store, train_command, run_command, learner, actor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,13 +9,12 @@ call does the work of a trained model's 4-action answer and the episode has step
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch and the agent are imported where used: `streamvln --help` stays fast
+    import numpy as np
 
-from agent.streaming import CacheScheme, Observation, StreamingAgent, StreamingConfig
-from agent.streaming.check import max_abs_logit_diff
-from agent.streaming.engine import random_model
+    from agent.streaming import StreamingAgent
 
 NAME = "agent"
 HELP = "streaming agent latency per call by cache scheme, logit check, batched sessions"
@@ -42,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from agent.streaming import CacheScheme, StreamingAgent, StreamingConfig
+    from agent.streaming.engine import random_model
+
     if args.steps < 8 or args.sessions < 1 or args.batch_steps < 4:
         raise ValueError("bench agent needs --steps >= 8, --sessions >= 1, --batch-steps >= 4")
     schemes = [CacheScheme(name.strip()) for name in args.schemes.split(",") if name.strip()]
@@ -91,11 +95,13 @@ class FrameSource:
     """Deterministic random uint8 frames of one size."""
 
     def __init__(self, size: int, seed: int):
+        import numpy as np
+
         self.rng = np.random.default_rng(seed)
         self.size = size
 
     def next(self) -> np.ndarray:
-        return self.rng.integers(0, 256, size=(self.size, self.size, 3), dtype=np.uint8)
+        return self.rng.integers(0, 256, size=(self.size, self.size, 3), dtype="uint8")
 
 
 def warm_up(agent: StreamingAgent, frames: FrameSource, calls: int) -> None:
@@ -110,6 +116,8 @@ def episode_latency(agent: StreamingAgent, frames: FrameSource, steps: int, pref
 
     With prefetch, agent.prefetch runs after each call (in a deployment: while the chunk's actions
     execute) and is timed separately from the calls."""
+    import numpy as np
+
     session = agent.open("walk past the red sofa, turn left into the kitchen and stop by the fridge")
     totals, windows, parts, prefetch_ms = [], [], {"encode": [], "prefill": [], "generate": []}, []
     while session.step < steps:
@@ -140,6 +148,8 @@ def episode_latency(agent: StreamingAgent, frames: FrameSource, steps: int, pref
 
 def logit_check(agent: StreamingAgent, frames: FrameSource) -> dict:
     """Streaming vs full recompute at every call of a run crossing one window boundary."""
+    from agent.streaming.check import max_abs_logit_diff
+
     session = agent.open("go down the hallway and stop at the bathroom door")
     calls = agent.config.calls_per_window + 2
     allowed, full = [], []
@@ -157,6 +167,8 @@ def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int
 
     Before timing, session i takes i calls on its own, so the batch is ragged (caches of different
     lengths, windows starting at different calls); then every session takes steps/4 calls, timed."""
+    from agent.streaming import Observation
+
     def run_sessions(count: int, calls: int) -> tuple[float, int]:
         opened = [agent.open(f"episode {i}: find the blue chair in the office", name=f"b{i}") for i in range(count)]
         for lead in range(1, count):  # untimed: session i gets i calls ahead
@@ -178,7 +190,7 @@ def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int
             "batched_actions_per_s": batch_rate, "ratio": batch_rate / single_rate}
 
 
-if __name__ == "__main__":  # `python -m streamvln.benchmarks.agent ...` where the full CLI cannot import
+if __name__ == "__main__":  # `python -m streamvln.benchmarks.agent ...`: this benchmark alone
     import json
 
     cli = argparse.ArgumentParser(prog="python -m streamvln.benchmarks.agent", description=HELP)

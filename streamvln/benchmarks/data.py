@@ -13,15 +13,13 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy and rollout are imported where used: `streamvln --help` stays fast
+    import numpy as np
 
-from rollout.dataset import SampleDataset, StoreNavSource
-from rollout.mixing import MixtureConfig, build_dataloader
-from rollout.records import Trajectory
-from rollout.samples import SampleConfig
-from rollout.store import EpisodeStore, StoreConfig
-from rollout.view import ViewConfig
+    from rollout.records import Trajectory
+    from rollout.store import EpisodeStore
 
 NAME = "data"
 HELP = "samples/s from the episode store to collated batches (workers 0/1/N), bytes per stored step"
@@ -43,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from rollout.samples import SampleConfig
+    from rollout.store import EpisodeStore
+
     with tempfile.TemporaryDirectory(prefix="streamvln-bench-data-") as tmp:
         store = EpisodeStore(args.store, create=False) if args.store else _synthetic_store(Path(tmp), args)
         stats = store.stats(SampleConfig())
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> dict:
         results = {}
         for workers in sorted({0, 1, args.workers}):
             results[workers] = _measure(store, encoder, workers, args)
+        split = _stage_split(store, encoder, args)
     best = results[args.workers]
     return {
         "benchmark": NAME,
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> dict:
         "samples_per_s_per_worker": {str(w): round(r["samples_per_s"] / max(w, 1), 1) for w, r in results.items()},
         # Throughput of one core regardless of other load on the machine (in-process run, CPU time).
         "samples_per_cpu_s": round(results[0]["samples_per_cpu_s"], 1),
+        # Where one sample's CPU time goes (in-process): read + decode + build, tokenize, batch.
+        "cpu_ms_per_sample": split,
         "frame_cache_mb": args.frame_cache_mb,
         "frame_cache_hit_rate": round(results[0]["frame_cache_hit_rate"], 3),
         "workers": args.workers,
@@ -73,6 +77,10 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _measure(store: EpisodeStore, encoder, workers: int, args: argparse.Namespace) -> dict:
+    from rollout.dataset import SampleDataset, StoreNavSource
+    from rollout.mixing import MixtureConfig, build_dataloader
+    from rollout.view import ViewConfig
+
     view_config = ViewConfig(image_size=args.image_size, frame_cache_mb=args.frame_cache_mb)
     dataset = SampleDataset({"nav": StoreNavSource(store, view_config)}, encoder=encoder)
     warmup = max(2, 2 * workers)
@@ -97,6 +105,35 @@ def _measure(store: EpisodeStore, encoder, workers: int, args: argparse.Namespac
     }
 
 
+def _stage_split(store: EpisodeStore, encoder, args: argparse.Namespace) -> dict:
+    """CPU ms per sample of loading (read + JPEG decode + sample building), encoding and collating."""
+    import numpy as np
+
+    from rollout.dataset import StoreNavSource, collate_samples
+    from rollout.view import ViewConfig
+
+    source = StoreNavSource(store, ViewConfig(image_size=args.image_size, frame_cache_mb=args.frame_cache_mb))
+    encode = encoder.encode if encoder is not None else (lambda sample: sample)
+    collate = encoder.collate if encoder is not None else collate_samples
+    keys = source.draw(np.random.default_rng(1), args.batch_size * (args.batches + 2))
+    for key in keys[: 2 * args.batch_size]:  # warm up (headers, memoised prompt pieces)
+        encode(source.load(key))
+    keys = keys[2 * args.batch_size :]
+    start = time.process_time()
+    samples = [source.load(key) for key in keys]
+    loaded = time.process_time()
+    items = [encode(sample) for sample in samples]
+    encoded = time.process_time()
+    for first in range(0, len(items), args.batch_size):
+        collate(items[first : first + args.batch_size])
+    collated = time.process_time()
+    per_sample = 1e3 / len(keys)
+    split = {"load": (loaded - start) * per_sample, "encode": (encoded - loaded) * per_sample,
+             "collate": (collated - encoded) * per_sample}
+    split["total"] = sum(split.values())
+    return {name: round(value, 3) for name, value in split.items()}
+
+
 def _encoder(image_size: int):
     from agent.processor import ProcessorSettings, SlowFastProcessor
     from agent.tokenizer import build_local_tokenizer
@@ -105,6 +142,10 @@ def _encoder(image_size: int):
 
 
 def _synthetic_store(root: Path, args: argparse.Namespace) -> EpisodeStore:
+    import numpy as np
+
+    from rollout.store import EpisodeStore, StoreConfig
+
     store = EpisodeStore(root / "store", StoreConfig(fsync=False))
     rng = np.random.default_rng(0)
     for index in range(args.episodes):
@@ -114,6 +155,10 @@ def _synthetic_store(root: Path, args: argparse.Namespace) -> EpisodeStore:
 
 def _synthetic_episode(rng: np.random.Generator, index: int, steps: int, size: int) -> Trajectory:
     """Flat-shaded walls / floor / furniture boxes drifting across the view, like rendered frames."""
+    import numpy as np
+
+    from rollout.records import Trajectory
+
     rows = np.arange(size, dtype=np.float32)[:, None, None]
     wall, floor = rng.integers(60, 230, 3), rng.integers(40, 200, 3)
     base = np.where(rows < size * 0.55, wall, floor * (0.6 + 0.4 * rows / size)).astype(np.float32)

@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from typing import TYPE_CHECKING
 
-import torch
+from streamvln import cli_defaults
 
-from agent.config import (
-    IGNORE_INDEX,
-    IMAGE_TOKEN_INDEX,
-    MEMORY_TOKEN_INDEX,
-    PRESETS,
-    TUNABLE_PARTS,
-    SlowFastConfig,
-)
-from agent.modeling import SlowFastForCausalLM
+if TYPE_CHECKING:  # torch and the model are imported where used: `streamvln --help` stays fast
+    import torch
+
+    from agent.config import SlowFastConfig
 
 NAME = "model"
 HELP = "SlowFast model forward+backward tokens/s and peak memory per preset"
@@ -32,7 +28,7 @@ H100_BF16_DENSE_FLOPS = 989e12
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", nargs="+", default=["tiny"], choices=sorted(PRESETS))
+    parser.add_argument("--preset", nargs="+", default=["tiny"], choices=cli_defaults.MODEL_PRESETS)
     parser.add_argument("--seq", type=int, default=4096, help="tokens per sample after frame expansion")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--frames", type=int, default=8, help="window frames per sample")
@@ -45,11 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
     parser.add_argument("--optimizer", choices=("none", "adamw"), default="none",
                         help="also time a torch AdamW step (fused on CUDA) per step")
-    parser.add_argument("--tunable", nargs="+", default=list(TUNABLE_PARTS), choices=TUNABLE_PARTS,
+    parser.add_argument("--tunable", nargs="+", default=list(cli_defaults.TUNABLE_PARTS),
+                        choices=cli_defaults.TUNABLE_PARTS,
                         help="mm_tunable_parts to train (frozen parts get no gradients)")
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(
@@ -68,6 +67,10 @@ def run(args: argparse.Namespace) -> dict:
 def synthetic_batch(config: SlowFastConfig, seq: int, batch: int, frames: int, memory: int,
                     device: torch.device) -> dict:
     """A batch whose samples expand to exactly `seq` tokens (placeholders -> frame tokens)."""
+    import torch
+
+    from agent.config import IGNORE_INDEX, IMAGE_TOKEN_INDEX, MEMORY_TOKEN_INDEX
+
     per_frame = config.tokens_per_frame
     placeholders = frames + (1 if memory else 0)
     text = seq - (frames + memory) * per_frame
@@ -96,6 +99,11 @@ def synthetic_batch(config: SlowFastConfig, seq: int, batch: int, frames: int, m
 
 
 def _bench_preset(name: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    import torch
+
+    from agent.config import SlowFastConfig
+    from agent.modeling import SlowFastForCausalLM
+
     config = SlowFastConfig.preset(name)
     config._attn_implementation = args.attn
     torch.manual_seed(0)
@@ -145,6 +153,8 @@ def _bench_preset(name: str, args: argparse.Namespace, device: torch.device, dty
 
 
 def _time_steps(step, args: argparse.Namespace, device: torch.device) -> float:
+    import torch
+
     for _ in range(args.warmup):
         step()
     _sync(device)
@@ -158,15 +168,21 @@ def _time_steps(step, args: argparse.Namespace, device: torch.device) -> float:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _peak_memory_gb(device: torch.device) -> float:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS (KiB -> GiB)
 
 
 def _device_name(device: torch.device) -> str:
+    import torch
+
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

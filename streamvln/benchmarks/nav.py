@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy and envs (numba, scikit-fmm) are imported where used: `streamvln --help` stays fast
+    import numpy as np
 
-from envs.backend import AgentState
-from envs.geometry import forward_vector, quat_from_yaw
-from envs.nav.expert import GeodesicExpert
-from envs.nav.geodesic import GeodesicField
-from envs.nav.motion import move_with_sliding
-from envs.nav.occupancy import NavGrid
-from envs.scene.generator import generate_house
-from envs.scene.house import CELL_SIZE_M, CellKind, LayoutGrid
+    from envs.nav.geodesic import GeodesicField
+    from envs.nav.occupancy import NavGrid
+    from envs.scene.house import LayoutGrid
 
 NAME = "nav"
 HELP = "geodesic field ms on a 20x20 m house, queries/s, expert actions/s"
@@ -34,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synthetic_house_grid(size_m: float = 20.0, room_m: float = 4.0, door_m: float = 1.0) -> LayoutGrid:
     """A size_m square of room_m rooms with 10 cm walls and a door_m doorway in the middle of each wall."""
+    import numpy as np
+
+    from envs.scene.house import CELL_SIZE_M, CellKind, LayoutGrid
+
     n, room, door, wall = (int(round(v / CELL_SIZE_M)) for v in (size_m, room_m, door_m, 0.1))
     kind = np.full((n, n), CellKind.FLOOR, dtype=np.uint8)
     for line in range(0, n + 1, room):
@@ -51,6 +52,8 @@ def synthetic_house_grid(size_m: float = 20.0, room_m: float = 4.0, door_m: floa
 
 def _field_times_ms(grid: NavGrid, rng: np.random.Generator, count: int, order: int) -> tuple[list, list]:
     """Wall-clock and CPU milliseconds per field (CPU time is steadier on a shared machine)."""
+    from envs.nav.geodesic import GeodesicField
+
     GeodesicField(grid, grid.sample_navigable_point(rng), order)  # warm-up (numba, allocator)
     wall, cpu = [], []
     for _ in range(count):
@@ -72,6 +75,14 @@ def _query_rate(field: GeodesicField, rng: np.random.Generator, count: int = 200
 
 def _expert_rate(grid: NavGrid, rng: np.random.Generator, order: int, episodes: int = 10) -> float:
     """Expert actions per second (field cached per goal; includes the 24-heading scoring)."""
+    import numpy as np
+
+    from envs.backend import AgentState
+    from envs.geometry import forward_vector, quat_from_yaw
+    from envs.nav.expert import GeodesicExpert
+    from envs.nav.geodesic import GeodesicField
+    from envs.nav.motion import move_with_sliding
+
     actions, elapsed = 0, 0.0
     for _ in range(episodes):
         field = GeodesicField(grid, grid.sample_navigable_point(rng), order)
@@ -92,11 +103,19 @@ def _expert_rate(grid: NavGrid, rng: np.random.Generator, order: int, episodes: 
 
 
 def _summary(wall: list[float], cpu: list[float]) -> dict:
+    import numpy as np
+
     return {"median_ms": round(float(np.median(wall)), 2), "p90_ms": round(float(np.percentile(wall, 90)), 2),
             "min_ms": round(float(np.min(wall)), 2), "cpu_median_ms": round(float(np.median(cpu)), 2)}
 
 
 def run(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from envs.nav.geodesic import GeodesicField
+    from envs.nav.occupancy import NavGrid
+    from envs.scene.generator import generate_house
+
     rng = np.random.default_rng(args.seed)
     grid = NavGrid.from_layout(synthetic_house_grid())
     result = {

@@ -13,11 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from agent.serving.client import AgentClient
-from agent.serving.protocol import encode_frame
+if TYPE_CHECKING:  # numpy and zmq are imported where used: `streamvln --help` stays fast
+    import numpy as np
 
 NAME = "serve"
 HELP = "agent server round trip (224 px JPEG) and requests/s with concurrent sessions"
@@ -35,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from agent.serving.protocol import encode_frame
+
     if args.frames < 10 or args.sessions < 1 or args.size < 8:
         raise ValueError("bench serve needs --frames >= 10, --sessions >= 1, --size >= 8")
     frame = test_frame(args.size)
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def test_frame(size: int) -> np.ndarray:
     """A smooth frame with a few edges (JPEG-compresses like a rendered view, unlike noise)."""
+    import numpy as np
+
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     rgb = np.stack([200 * x + 30, 160 * y + 40, 120 + 60 * np.sin(6 * x + 3 * y)], axis=-1)
     rgb[size // 3: size // 2, size // 4: size // 2] = (180, 40, 40)
@@ -69,6 +72,8 @@ def test_frame(size: int) -> np.ndarray:
 
 
 def _summary(values_ms: list[float], prefix: str) -> dict[str, float]:
+    import numpy as np
+
     values = np.asarray(values_ms)
     return {f"{prefix}_median_ms": float(np.median(values)), f"{prefix}_p90_ms": float(np.percentile(values, 90)),
             f"{prefix}_p99_ms": float(np.percentile(values, 99)), f"{prefix}_mean_ms": float(values.mean())}
@@ -76,6 +81,11 @@ def _summary(values_ms: list[float], prefix: str) -> dict[str, float]:
 
 def round_trips(endpoint: str, frame: np.ndarray, count: int, jpeg: bool) -> dict:
     """One session; the frame is encoded before timing (encode time reported separately)."""
+    import numpy as np
+
+    from agent.serving.client import AgentClient
+    from agent.serving.protocol import encode_frame
+
     with AgentClient(endpoint, timeout_s=120) as client:
         client.reset("bench", "walk forward and stop at the red sofa")
         start = time.perf_counter()
@@ -99,6 +109,11 @@ def round_trips(endpoint: str, frame: np.ndarray, count: int, jpeg: bool) -> dic
 
 def concurrent(endpoint: str, frame: np.ndarray, sessions: int, count_per_session: int) -> dict:
     """`sessions` clients (threads) each send `count_per_session` frames as fast as replies come."""
+    import numpy as np
+
+    from agent.serving.client import AgentClient
+    from agent.serving.protocol import encode_frame
+
     encoded = encode_frame(frame, jpeg=True)
     latencies: list[float] = []
     actions = [0]

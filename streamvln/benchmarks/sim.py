@@ -14,14 +14,12 @@ import argparse
 import os
 import platform
 import time
+from typing import TYPE_CHECKING
 
-import numba
-import numpy as np
+if TYPE_CHECKING:  # numpy, numba and envs are imported where used: `streamvln --help` stays fast
+    import numpy as np
 
-from envs.render.raycaster import RenderConfig, Renderer
-from envs.scene.connectivity import erode_disk
-from envs.scene.generator import generate_house, scene_id_for
-from envs.scene.house import CellKind, House
+    from envs.scene.house import House
 
 NAME = "sim"
 BATCH = 20  # frames per batch for the best-batch rate (robust to other processes on the machine)
@@ -39,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import numba
+    import numpy as np
+
+    from envs.scene.generator import generate_house, scene_id_for
+
     numba.set_num_threads(1)  # the kernels are serial; this pins any numba parallel pool to one thread too
     rng = np.random.default_rng(args.seed)
     houses = [generate_house(scene_id_for(args.seed + i)) for i in range(args.houses)]
@@ -58,6 +61,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _random_poses(house: House, count: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
+    import numpy as np
+
+    from envs.scene.connectivity import erode_disk
+    from envs.scene.house import CellKind
+
     grid = house.grid
     free = (grid.kind == CellKind.FLOOR) | (grid.kind == CellKind.DOOR)
     cells = np.argwhere(erode_disk(free, 2))
@@ -70,6 +78,8 @@ def _random_poses(house: House, count: int, rng: np.random.Generator) -> list[tu
 
 
 def _measure_size(size: int, houses: list[House], poses: list, args: argparse.Namespace) -> dict:
+    from envs.render.raycaster import RenderConfig, Renderer
+
     config = RenderConfig(width=size, height=size, hfov_deg=args.hfov, semantic=args.semantic)
     wall = {"render": 0.0, "render_into": 0.0}
     cpu = dict(wall)
@@ -110,6 +120,10 @@ def _measure_size(size: int, houses: list[House], poses: list, args: argparse.Na
 
 
 def _measure_generation(count: int, first_seed: int) -> dict:
+    import numpy as np
+
+    from envs.scene.generator import generate_house, scene_id_for
+
     generate_house(scene_id_for(first_seed))  # numba helpers compile / load once, excluded
     times = []
     for seed in range(first_seed + 1, first_seed + 1 + count):

@@ -6,8 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from streamvln.benchmarks import actor as actor_benchmark
+from streamvln.benchmarks import agent as agent_benchmark
+from streamvln.benchmarks import data as data_benchmark
+from streamvln.benchmarks import learner as learner_benchmark
+from streamvln.benchmarks import model as model_benchmark
+from streamvln.benchmarks import nav as nav_benchmark
+from streamvln.benchmarks import serve as serve_benchmark
+from streamvln.benchmarks import sim as sim_benchmark
+
 # Benchmark modules (streamvln.benchmarks.*); add one here to expose `streamvln bench NAME`.
-BENCHMARKS: tuple = ()
+BENCHMARKS: tuple = (actor_benchmark, agent_benchmark, data_benchmark, learner_benchmark, model_benchmark, nav_benchmark, serve_benchmark, sim_benchmark)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

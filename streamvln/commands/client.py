@@ -6,11 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agent.serving.auth import CurveCredentials
-from agent.serving.client import AgentClient
-from agent.serving.server import DEFAULT_BIND
-from envs.metrics import aggregate
-from streamvln.demo.driver import call_latency_summary, drive_episode, load_episodes
+from streamvln.cli_defaults import DEFAULT_BIND
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_client(args: argparse.Namespace) -> int:
+    from agent.serving.auth import CurveCredentials
+    from agent.serving.client import AgentClient
     from envs.embedded import EmbeddedBackend, EmbeddedConfig
+    from envs.metrics import aggregate
     from envs.task import TaskConfig, VLNTask
+    from streamvln.demo.driver import call_latency_summary, drive_episode, load_episodes
 
     episodes, gt = load_episodes(args.data, args.split, args.episodes, args.seed)
     curve = CurveCredentials.from_dir(args.curve_keys, args.curve_client) if args.curve_keys else None

@@ -5,14 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from envs.embedded import EmbeddedBackend, EmbeddedConfig
-from envs.episodes.generator import house_seeds_for
-from envs.episodes.io import load_split
-from envs.task import VLNTask
-from rollout.collect import CollectConfig, collect_expert
-from rollout.qa.scene_qa import SceneQAConfig, generate_scene_qa, kind_counts, save_scene_qa
-from rollout.store import EpisodeStore, StoreConfig
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("collect", help="record expert trajectories (rgb, depth, pose, labels) into a store")
@@ -42,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from envs.embedded import EmbeddedBackend, EmbeddedConfig
+    from envs.episodes.io import load_split
+    from envs.task import VLNTask
+    from rollout.collect import CollectConfig, collect_expert
+    from rollout.store import EpisodeStore, StoreConfig
+
     config = CollectConfig(args.policy, args.policy_version, args.episodes)
     config.validate()
     episodes, _ = load_split(args.data, args.split)
@@ -65,6 +63,10 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _collect_scene_qa(args: argparse.Namespace) -> int:
+    from envs.embedded import EmbeddedBackend, EmbeddedConfig
+    from envs.episodes.generator import house_seeds_for
+    from rollout.qa.scene_qa import SceneQAConfig, generate_scene_qa, kind_counts, save_scene_qa
+
     config = SceneQAConfig(args.frames_per_path, args.questions_per_path, seed=args.seed)
     config.validate()
     scene_ids = [f"procedural/house_{seed:06d}" for seed in list(house_seeds_for(args.split))[: args.scenes]]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from envs.episodes.generator import SPLIT_HOUSE_SEEDS, GeneratorConfig, generate_split
-from envs.episodes.io import save_split
+from streamvln import cli_defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,16 +13,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="dataset_command", required=True)
     generate = actions.add_parser("generate", help="generate a procedural R2R-CE split with expert gt")
     generate.add_argument("--out", required=True, help="output directory")
-    generate.add_argument("--split", required=True, choices=sorted(SPLIT_HOUSE_SEEDS))
+    generate.add_argument("--split", required=True, choices=cli_defaults.SPLITS)
     generate.add_argument("--episodes", type=int, required=True, help="number of episodes")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--episodes-per-house", type=int, default=GeneratorConfig.episodes_per_house)
-    generate.add_argument("--min-geodesic", type=float, default=GeneratorConfig.min_geodesic_m, help="metres")
-    generate.add_argument("--max-geodesic", type=float, default=GeneratorConfig.max_geodesic_m, help="metres")
+    generate.add_argument("--episodes-per-house", type=int, default=cli_defaults.EPISODES_PER_HOUSE)
+    generate.add_argument("--min-geodesic", type=float, default=cli_defaults.MIN_GEODESIC_M, help="metres")
+    generate.add_argument("--max-geodesic", type=float, default=cli_defaults.MAX_GEODESIC_M, help="metres")
     generate.set_defaults(handler=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from envs.episodes.generator import GeneratorConfig, generate_split
+    from envs.episodes.io import save_split
+
     config = GeneratorConfig(episodes_per_house=args.episodes_per_house, min_geodesic_m=args.min_geodesic,
                              max_geodesic_m=args.max_geodesic)
     started = time.perf_counter()

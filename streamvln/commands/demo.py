@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from streamvln.demo.app import DemoApp, DemoConfig
+from streamvln.demo.config import DemoConfig
 from streamvln.demo.engines import add_engine_arguments, build_engine, engine_choice
 
 
@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from streamvln.demo.app import DemoApp
+
     config = DemoConfig(port=args.port, data_dir=args.data, split=args.split, episodes=args.episodes, loops=args.loops,
                         seed=args.seed, step_delay_s=args.step_delay, max_steps=args.max_steps, width=args.width,
                         height=args.height, hfov_deg=args.hfov)

@@ -6,15 +6,12 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+from streamvln import cli_defaults
 
-from envs.episodes.io import load_split
-from envs.evaluation import evaluate
-from envs.metrics import METRIC_NAMES
-from envs.policies import POLICY_FACTORIES, make_policy
-from envs.task import TaskConfig, VLNTask
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def add_sensor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,11 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="directory with {split}.json.gz")
     parser.add_argument("--split", default="val_unseen")
     parser.add_argument("--policy", default="expert",
-                        help=f"one of {', '.join(sorted(POLICY_FACTORIES))} (replay as replay:FILE)")
+                        help=f"one of {', '.join(cli_defaults.POLICY_NAMES)} (replay as replay:FILE), "
+                             "or checkpoint:PATH (the streaming agent with save_pretrained weights)")
+    parser.add_argument("--results", default=None, metavar="FILE.jsonl",
+                        help="per-episode results appended as episodes finish; a rerun skips finished ones")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (with --results)")
     parser.add_argument("--episodes", type=int, default=None, help="first N episodes only")
     parser.add_argument("--json", default=None, metavar="FILE", help="write per-episode and mean metrics")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic policies")
-    parser.add_argument("--max-steps", type=int, default=TaskConfig.max_steps)
+    parser.add_argument("--max-steps", type=int, default=cli_defaults.TASK_MAX_STEPS)
     add_sensor_arguments(parser)
     parser.set_defaults(handler=run_eval)
 
@@ -45,6 +46,10 @@ def make_backend(args: argparse.Namespace, sensors: bool):
 
 
 def metrics_table(title: str, aggregate: dict[str, float]) -> Table:
+    from rich.table import Table
+
+    from envs.metrics import METRIC_NAMES
+
     table = Table(title=title)
     for name in METRIC_NAMES:
         table.add_column(name, justify="right")
@@ -53,6 +58,15 @@ def metrics_table(title: str, aggregate: dict[str, float]) -> Table:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from envs.episodes.io import load_split
+    from envs.evaluation import evaluate
+    from envs.task import TaskConfig, VLNTask
+    from streamvln.pipeline.evaluation import make_policy  # envs' policies + checkpoint:PATH
+
+    if args.results:
+        return run_resumable_eval(args)
     episodes, gt = load_split(args.data, args.split)
     if args.episodes is not None:
         if args.episodes < 1:
@@ -70,4 +84,23 @@ def run_eval(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
     task.close()
+    return 0
+
+
+def run_resumable_eval(args: argparse.Namespace) -> int:
+    """Several worker processes, per-episode JSONL (resumable); prints the same table."""
+    from rich.console import Console
+
+    from streamvln.pipeline.evaluation import EvalSettings, evaluate_policy
+
+    settings = EvalSettings(args.data, args.split, args.width, args.height, args.hfov, args.max_steps, args.seed,
+                            args.workers, args.episodes)
+    started = time.perf_counter()
+    summary = evaluate_policy(args.policy, settings, args.results)
+    elapsed = time.perf_counter() - started
+    Console().print(metrics_table(f"{args.policy} on {args.split} ({summary['num_episodes']} episodes, "
+                                  f"{elapsed:.1f} s)", summary["aggregate"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     return 0

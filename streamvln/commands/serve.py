@@ -7,10 +7,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.serving.auth import generate_keys
-from agent.serving.server import DEFAULT_BIND, AgentServer, ServerConfig
+from streamvln import cli_defaults
 from streamvln.demo.engines import add_engine_arguments, build_engine, engine_choice
+
+if TYPE_CHECKING:
+    from agent.serving.server import ServerConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,18 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ServerConfig()
     group = parser.add_argument_group("server")
-    group.add_argument("--bind", default=DEFAULT_BIND, help=f"ZMQ endpoint (default {DEFAULT_BIND})")
+    group.add_argument("--bind", default=cli_defaults.DEFAULT_BIND,
+                       help=f"ZMQ endpoint (default {cli_defaults.DEFAULT_BIND})")
     group.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     group.add_argument("--curve-keys", type=Path, help="CURVE key directory (from `serve keygen`): authenticate clients")
-    group.add_argument("--max-sessions", type=int, default=defaults.max_sessions)
-    group.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s, help="seconds before an unused session is closed")
-    group.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s,
+    group.add_argument("--max-sessions", type=int, default=cli_defaults.SERVER_MAX_SESSIONS)
+    group.add_argument("--idle-timeout", type=float, default=cli_defaults.SERVER_IDLE_TIMEOUT_S, help="seconds before an unused session is closed")
+    group.add_argument("--request-timeout", type=float, default=cli_defaults.SERVER_REQUEST_TIMEOUT_S,
                        help="seconds a request may wait for the engine")
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
+    from agent.serving.server import ServerConfig
+
     config = ServerConfig(bind=args.bind, allow_remote=args.allow_remote, max_sessions=args.max_sessions,
                           idle_timeout_s=args.idle_timeout, request_timeout_s=args.request_timeout,
                           curve_keys_dir=args.curve_keys)
@@ -46,6 +51,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from agent.serving.server import AgentServer
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = server_config(args)
     engine, notice = build_engine(engine_choice(args))
@@ -64,6 +71,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
+    from agent.serving.auth import generate_keys
+
     written = generate_keys(args.directory, clients=tuple(args.clients))
     print(f"server keys in {args.directory}; give each client its clients/NAME.key_secret and server.key:")
     for name, path in written.items():

@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from PIL import Image
-
-from envs.episodes.io import load_split
-from envs.policies import make_policy
-from envs.task import VLNTask
 from streamvln.commands.eval import add_sensor_arguments, make_backend
 
 
@@ -28,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_view(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     from envs.episode_view import episode_view
+    from envs.episodes.io import load_split
+    from envs.policies import make_policy
+    from envs.task import VLNTask
 
     episodes, gt = load_split(args.data, args.split)
     matches = [e for e in episodes if e.key == str(args.episode)]

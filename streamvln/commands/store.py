@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rollout.samples import SampleConfig
-from rollout.store import EpisodeStore
-from rollout.streamvln_layout import export_streamvln, import_streamvln
+from streamvln import cli_defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = actions.add_parser("stats", help="episodes, steps, instructions, samples at the window, bytes")
     sub.add_argument("store")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
-    sub.add_argument("--num-frames", type=int, default=SampleConfig.num_frames)
-    sub.add_argument("--num-future-steps", type=int, default=SampleConfig.num_future_steps)
-    sub.add_argument("--num-history", type=int, default=SampleConfig.num_history)
+    sub.add_argument("--num-frames", type=int, default=cli_defaults.SAMPLE_NUM_FRAMES)
+    sub.add_argument("--num-future-steps", type=int, default=cli_defaults.SAMPLE_NUM_FUTURE_STEPS)
+    sub.add_argument("--num-history", type=int, default=cli_defaults.SAMPLE_NUM_HISTORY)
     sub.add_argument("--remove-init-turns", action="store_true")
     sub.set_defaults(handler=_stats)
 
@@ -42,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from rollout.store import EpisodeStore
+    from rollout.streamvln_layout import import_streamvln
+
     report = import_streamvln(args.src, EpisodeStore(args.store), lenient=args.lenient)
     print(f"imported {len(report.imported)} episode(s) into {args.store}; skipped {len(report.skipped)}")
     for episode_id, reason in report.skipped:
@@ -50,12 +51,18 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from rollout.store import EpisodeStore
+    from rollout.streamvln_layout import export_streamvln
+
     count = export_streamvln(EpisodeStore(args.store, create=False), args.dst, args.dataset_name)
     print(f"exported {count} episode(s) to {args.dst}")
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from rollout.samples import SampleConfig
+    from rollout.store import EpisodeStore
+
     config = SampleConfig(args.num_frames, args.num_future_steps, args.num_history, args.remove_init_turns)
     config.validate()
     stats = EpisodeStore(args.store, create=False).stats(config)
@@ -68,6 +75,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from rollout.store import EpisodeStore
+
     report = EpisodeStore(args.store, create=False).verify(remove_orphans=args.remove_orphans)
     for name, reason in report.corrupt:
         print(f"CORRUPT {name}: {reason}")

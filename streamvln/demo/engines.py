@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.serving.engine import ScriptedEngine, SessionEngine
+if TYPE_CHECKING:  # imported when an engine is built: the CLI adds these arguments without numpy/torch
+    from agent.serving.engine import SessionEngine
 
 RANDOM_WEIGHTS_NOTICE = ("random weights (preset {preset}, no --checkpoint): the agent's actions are "
                          "meaningless; pass --checkpoint DIR to serve a trained model")
@@ -48,6 +50,8 @@ def engine_choice(args: argparse.Namespace) -> EngineChoice:
 
 def build_engine(choice: EngineChoice) -> tuple[SessionEngine, str]:
     """(engine, notice); the notice says when the weights are random or there is no model at all."""
+    from agent.serving.engine import ScriptedEngine
+
     if choice.scripted:
         return ScriptedEngine(), SCRIPTED_NOTICE
     try:

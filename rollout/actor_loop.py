@@ -1,0 +1,142 @@
+"""An actor process: DAgger collection with the newest announced weights, episodes PUSHed to the learner.
+
+Before any weights are announced the actor collects with the expert alone (DAgger iteration 0,
+beta 1). Weights v<N> run DAgger iteration N + 1 (beta = p ** (N + 1)): v0 is the learner's starting
+model. New weights are picked up between episodes (each env keeps the weights its episode started
+with). Policy lag bound: the actor refuses to start episodes while its weights are more than
+`max_policy_lag` versions behind the newest announced (e.g. loading failed), and logs it. A "stop"
+announcement, SIGTERM or `max_episodes` ends the loop; an episode in progress is dropped, never sent
+half-done.
+
+The model is loaded through an injected `load_agent(path) -> StreamingAgent`, so this module does not
+import agent/ (the command layer composes them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from envs.episodes.io import Episode
+from rollout.actors import ActorStats, DaggerActor, DaggerConfig, episode_cycle, make_tasks
+from rollout.transport import Announcement, EpisodeSender, SenderConfig, WeightSubscriber
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActorLoopConfig:
+    episodes_address: str = "tcp://127.0.0.1:5601"
+    weights_address: str = "tcp://127.0.0.1:5602"
+    actor_id: str = "actor-0"
+    token: str = ""
+    num_envs: int = 2
+    width: int = 112
+    height: int = 112
+    hfov_deg: float = 90.0
+    max_steps: int = 500
+    dagger_p: float = 0.75
+    intervene_after: int | None = None
+    intervention_steps: int = 4
+    max_policy_lag: int = 2
+    max_episodes: int | None = None  # stop after sending this many
+    wait_weights_s: float = 0.0  # wait this long for a first announcement before expert-only collection
+    verify_sha: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"ActorLoopConfig.num_envs must be >= 1, got {self.num_envs}")
+        if self.max_policy_lag < 0:
+            raise ValueError(f"ActorLoopConfig.max_policy_lag must be >= 0, got {self.max_policy_lag}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ValueError(f"ActorLoopConfig.max_episodes must be >= 1 or None, got {self.max_episodes}")
+        self.dagger(0).validate()
+
+    def dagger(self, iteration: int) -> DaggerConfig:
+        return DaggerConfig(self.dagger_p, iteration, self.intervene_after, self.intervention_steps, self.seed)
+
+
+AgentLoader = Callable[[str], object]
+
+
+class ActorLoop:
+    def __init__(self, config: ActorLoopConfig, episodes: list[Episode], load_agent: AgentLoader,
+                 verify: Callable[[str, str], None] | None = None):
+        config.validate()
+        self.config = config
+        self.load_agent = load_agent
+        self.verify = verify
+        self.sender = EpisodeSender(SenderConfig(config.episodes_address, config.actor_id, config.token))
+        self.subscriber = WeightSubscriber(config.weights_address)
+        self.actor = DaggerActor(make_tasks(config.num_envs, config.width, config.height, config.hfov_deg,
+                                            config.max_steps), None, config.dagger(0), policy_version=0)
+        self.episodes = episodes
+        self.loaded_version = -1
+        self.newest_seen = -1
+        self.stopped = False
+        self.sent = 0
+        self.refused = 0
+        self.stop_requested: Callable[[], bool] = lambda: False
+
+    def run(self) -> ActorStats:
+        first = self.subscriber.wait(self.config.wait_weights_s) if self.config.wait_weights_s > 0 else None
+        if first is not None:
+            self._apply(first)
+        try:
+            self.actor.run(self._episodes(), self._send, should_stop=self._should_stop)
+        finally:
+            self.sender.close()
+            self.subscriber.close()
+        return self.actor.stats
+
+    def _should_stop(self) -> bool:
+        return self.stopped or self.stop_requested()
+
+    def _episodes(self) -> Iterator[Episode]:
+        """The endless episode cycle; new weights are applied (and lag checked) before each episode."""
+        for episode in episode_cycle(self.episodes, self.config.seed):
+            self._poll_weights()
+            while not self._should_stop() and self.newest_seen - self.loaded_version > self.config.max_policy_lag:
+                self.refused += 1
+                log.warning("actor %s: weights v%d are more than %d versions behind v%d; refusing to collect",
+                            self.config.actor_id, self.loaded_version, self.config.max_policy_lag, self.newest_seen)
+                time.sleep(1.0)
+                self._poll_weights()
+            if self._should_stop():
+                return
+            yield episode
+
+    def _poll_weights(self) -> None:
+        announcement = self.subscriber.poll(0)
+        if announcement is not None:
+            self._apply(announcement)
+
+    def _apply(self, announcement: Announcement) -> None:
+        if announcement.stop:
+            log.info("actor %s: stop announced", self.config.actor_id)
+            self.stopped = True
+            return
+        self.newest_seen = max(self.newest_seen, announcement.version)
+        if announcement.version <= self.loaded_version:
+            return
+        try:
+            if self.verify is not None and self.config.verify_sha:
+                self.verify(announcement.path, announcement.sha256)
+            agent = self.load_agent(announcement.path)
+        except (OSError, ValueError) as error:
+            log.warning("actor %s: cannot load weights v%d from %s: %s", self.config.actor_id,
+                        announcement.version, announcement.path, error)
+            return
+        self.loaded_version = announcement.version
+        self.actor.set_policy(agent, announcement.version, self.config.dagger(announcement.version + 1))
+        log.info("actor %s: loaded weights v%d (beta %.3f)", self.config.actor_id, announcement.version,
+                 self.actor.config.beta)
+
+    def _send(self, trajectory) -> None:
+        if self.sender.send(trajectory):
+            self.sent += 1
+        if self.config.max_episodes is not None and self.sent >= self.config.max_episodes:
+            self.stopped = True

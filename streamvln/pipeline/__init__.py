@@ -1,0 +1,1 @@
+"""The main job (`streamvln run`): stages, evaluation runs and the report."""

@@ -1,0 +1,168 @@
+"""Evaluation runs: any policy spec over a split, several worker processes, resumable per-episode JSONL.
+
+Policy specs are envs.policies' ("expert", "random", "forward", "replay:FILE") plus
+"checkpoint:PATH": the streaming agent with a save_pretrained folder (composed here, since envs/
+must not import agent/). Each finished episode is appended to `<out>.jsonl` as one JSON line (flushed),
+so a killed run resumes where it stopped: episodes already in the file are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from envs.metrics import aggregate
+
+log = logging.getLogger(__name__)
+
+WINDOW_FILE = "sample_window.json"  # written next to published weights (training/online.py)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    data: str
+    split: str = "val_unseen"
+    width: int = 112
+    height: int = 112
+    hfov_deg: float = 90.0
+    max_steps: int = 500
+    seed: int = 0
+    workers: int = 1
+    max_episodes: int | None = None
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"eval workers must be >= 1, got {self.workers}")
+        if self.max_steps < 1:
+            raise ValueError(f"eval max_steps must be >= 1, got {self.max_steps}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ValueError(f"eval max_episodes must be >= 1 or None, got {self.max_episodes}")
+
+
+def checkpoint_policy(path: str, use_depth_pose: bool = False):
+    """The streaming agent over a save_pretrained folder, with the window it was trained with."""
+    import torch
+
+    from agent.streaming import StreamingAgent, StreamingConfig
+    from agent.streaming.engine import load_checkpoint
+    from agent.streaming.loop import StreamingPolicy
+
+    torch.set_num_threads(1)  # evaluation workers run side by side
+    folder = Path(path)
+    window = json.loads((folder / WINDOW_FILE).read_text()) if (folder / WINDOW_FILE).is_file() else {}
+    model, processor = load_checkpoint(folder)
+    agent = StreamingAgent(model, processor, StreamingConfig(**window))
+    policy = StreamingPolicy(agent, use_depth_pose=use_depth_pose)
+    policy.name = f"checkpoint:{path}"
+    return policy
+
+
+def make_policy(spec: str, seed: int = 0):
+    """envs.policies.make_policy plus "checkpoint:PATH"."""
+    from envs.policies import make_policy as make_env_policy
+
+    name, _, argument = spec.partition(":")
+    if name == "checkpoint":
+        if not argument:
+            raise ValueError("policy 'checkpoint' needs a folder: 'checkpoint:PATH'")
+        return checkpoint_policy(argument)
+    return make_env_policy(spec, seed=seed)
+
+
+# ---------------------------------------------------------------------- worker side
+_WORKER: dict = {}  # per worker process: the task and the policy, built once by _init_worker
+
+
+def _init_worker(spec: str, settings: EvalSettings) -> None:
+    from envs.embedded import EmbeddedBackend, EmbeddedConfig
+    from envs.episodes.io import load_split
+    from envs.task import TaskConfig, VLNTask
+
+    policy = make_policy(spec, settings.seed)
+    sensors = getattr(policy, "uses_sensors", True)
+    backend = EmbeddedBackend(EmbeddedConfig(width=settings.width, height=settings.height,
+                                             hfov_deg=settings.hfov_deg, rgb=sensors, depth=sensors))
+    episodes, gt = load_split(settings.data, settings.split)
+    _WORKER.update(task=VLNTask(backend, TaskConfig(max_steps=settings.max_steps)), policy=policy,
+                   episodes={e.key: e for e in episodes}, gt=gt)
+
+
+def _run_one(key: str) -> dict:
+    from envs.evaluation import run_episode
+
+    episode = _WORKER["episodes"][key]
+    run = run_episode(_WORKER["task"], _WORKER["policy"], episode, _WORKER["gt"].get(key))
+    return run.as_dict()
+
+
+# ---------------------------------------------------------------------- driver
+def read_results(path: Path) -> dict[str, dict]:
+    """Finished episodes of a results file; a torn last line (killed mid-write) is ignored."""
+    done: dict[str, dict] = {}
+    if not path.is_file():
+        return done
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            done[str(row["episode_id"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("%s:%d: skipping an unreadable line", path, number)
+    return done
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a run killed mid-write) so appends start on a fresh line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def evaluate_policy(spec: str, settings: EvalSettings, results: str | Path,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run `spec` over the split (skipping episodes already in `results`); returns the summary."""
+    from envs.episodes.io import load_split
+
+    settings.validate()
+    results = Path(results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    episodes, _ = load_split(settings.data, settings.split)
+    if settings.max_episodes is not None:
+        episodes = episodes[: settings.max_episodes]
+    done = read_results(results)
+    todo = [e.key for e in episodes if e.key not in done]
+    if todo:
+        _run_missing(spec, settings, results, todo, done, progress, len(episodes))
+    rows = [done[e.key] for e in episodes if e.key in done]
+    return {"policy": spec, "split": settings.split, "num_episodes": len(rows), "aggregate": aggregate(rows)}
+
+
+def _run_missing(spec: str, settings: EvalSettings, results: Path, todo: list[str], done: dict,
+                 progress, total: int) -> None:
+    _drop_torn_tail(results)
+    with open(results, "a") as sink:
+        def record(row: dict) -> None:
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            done[str(row["episode_id"])] = row
+            if progress is not None:
+                progress(len(done), total)
+
+        if settings.workers == 1 or len(todo) == 1:
+            _init_worker(spec, settings)
+            for key in todo:
+                record(_run_one(key))
+            _WORKER.clear()
+            return
+        context = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
+        with ProcessPoolExecutor(settings.workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(spec, settings)) as pool:
+            for row in pool.map(_run_one, todo):
+                record(row)

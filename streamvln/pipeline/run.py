@@ -1,0 +1,220 @@
+"""The main job: houses and splits -> expert store -> offline BC -> online DAgger -> eval -> report.
+
+Every stage writes into runs/<name>/ and is recorded in runs/<name>/stages.json when it finishes,
+so running the same name again skips finished stages (a killed run resumes at its stage).
+
+    data/       train + val_unseen splits (R2R-CE files)
+    store/      the episode store: expert episodes, then the actors' DAgger episodes
+    offline/    offline training (checkpoints, tensorboard, metrics.jsonl, model/)
+    online/     online learner (weights/v<N>/, checkpoints, metrics.jsonl) and actor logs
+    eval/       <policy>.jsonl per-episode results
+    metrics.json, report.md, loss.png, success.png, episode.gif
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from tqdm.auto import tqdm
+
+from streamvln.pipeline.config import RunConfig
+
+STAGES = ("data", "collect", "offline", "online", "eval", "report")
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, console: Console | None = None):
+        self.config = config
+        self.dir = config.run_dir
+        self.console = console or Console()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._stages_file = self.dir / "stages.json"
+        self.state: dict = json.loads(self._stages_file.read_text()) if self._stages_file.is_file() else {}
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> dict:
+        started = time.perf_counter()
+        (self.dir / "run_config.json").write_text(json.dumps(_as_dict(self.config), indent=1))
+        for stage in STAGES:
+            if stage == "online" and not self.config.online.enabled:
+                continue
+            if stage in self.state:
+                self.console.print(f"[dim]stage {stage}: done earlier ({self.state[stage]['seconds']:.0f} s), skipped")
+                continue
+            self.console.rule(f"[bold]{stage}")
+            t0 = time.perf_counter()
+            info = getattr(self, f"stage_{stage}")() or {}
+            self.state[stage] = {"seconds": time.perf_counter() - t0, **info}
+            self._stages_file.write_text(json.dumps(self.state, indent=1))
+        total = time.perf_counter() - started
+        self.console.print(f"[bold green]run {self.config.name} finished in {total / 60:.1f} min -> {self.dir}")
+        return json.loads((self.dir / "metrics.json").read_text())
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.dir / "store"
+
+    # ------------------------------------------------------------------ stages
+    def stage_data(self) -> dict:
+        from envs.episodes.generator import GeneratorConfig, generate_split
+        from envs.episodes.io import save_split
+
+        cfg = self.config.data
+        generator = GeneratorConfig(episodes_per_house=cfg.episodes_per_house, min_geodesic_m=cfg.min_geodesic_m,
+                                    max_geodesic_m=cfg.max_geodesic_m)
+        counts = {}
+        for split, count in (("train", cfg.train_episodes), ("val_unseen", cfg.val_episodes)):
+            with tqdm(total=count, desc=f"generate {split}", unit="ep") as bar:
+                episodes, gt = generate_split(split, count, seed=cfg.seed, config=generator,
+                                              on_house=lambda _scene, made, bar=bar: bar.update(made - bar.n))
+            save_split(self.data_dir, split, episodes, gt)
+            counts[split] = len(episodes)
+        return counts
+
+    def stage_collect(self) -> dict:
+        from envs.episodes.io import load_split
+        from rollout.actors import make_tasks
+        from rollout.collect import collect_expert
+        from rollout.store import EpisodeStore
+
+        sensors = self.config.sensors
+        episodes, _ = load_split(self.data_dir, "train")
+        store = EpisodeStore(self.store_dir)
+        task = make_tasks(1, sensors.width, sensors.height, sensors.hfov_deg)[0]
+        with tqdm(total=len(episodes), desc="collect expert", unit="ep") as bar:
+            names = collect_expert(task, episodes, store, on_episode=lambda *_: bar.update(1))
+        task.close()
+        return {"episodes": len(names), "steps": store.stats()["steps"]}
+
+    def stage_offline(self) -> dict:
+        from training.online import write_window_settings
+        from training.run import run_training
+
+        config = self.train_config(self.dir / "offline", int(self.config.train.get("steps", 100)))
+        result = run_training(config, export=True)
+        write_window_settings(result.export_dir, config)
+        return {"steps": result.steps, "loss": result.last_scalars.get("loss"), "model": str(result.export_dir)}
+
+    def stage_online(self) -> dict:
+        from rollout.store import EpisodeStore
+        from training.online import OnlineConfig, OnlineLearner
+
+        online = self.config.online
+        out = self.dir / "online"
+        config = self.train_config(out, online.steps, model_path=str(self.dir / "offline" / "model"))
+        token = secrets.token_hex(16)
+        learner = OnlineLearner(config, OnlineConfig(
+            store=str(self.store_dir), episodes_address="tcp://127.0.0.1:0", weights_address="tcp://127.0.0.1:0",
+            token=token, publish_every=online.publish_every, max_policy_lag=online.max_policy_lag,
+            min_episodes=len(EpisodeStore(self.store_dir)) + online.min_new_episodes,
+            wait_timeout_s=online.wait_timeout_s))
+        addresses = learner.start_transport()
+        actors = [self._spawn_actor(index, addresses, token, out) for index in range(online.actors)]
+        try:
+            result = learner.run()
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; see the actor logs {out}/actor-*.log") from None
+        finally:
+            learner.stop()
+            codes = [_wait_or_terminate(process, 60.0) for process in actors]
+        self.console.print(f"online: {result.steps} steps, {result.versions} weight versions, "
+                           f"{result.episodes_ingested} DAgger episodes from {online.actors} actor(s), "
+                           f"rejected {result.rejected or 'none'}, actor exit codes {codes}")
+        return {"steps": result.steps, "versions": result.versions, "episodes": result.episodes_ingested,
+                "rejected": result.rejected, "model": str(result.final_weights)}
+
+    def _spawn_actor(self, index: int, addresses: dict, token: str, out: Path) -> subprocess.Popen:
+        online, sensors = self.config.online, self.config.sensors
+        command = [sys.executable, "-m", "streamvln.commands.actor", "--learner", addresses["episodes"],
+                   "--weights", addresses["weights"], "--data", str(self.data_dir), "--split", "train",
+                   "--actor-id", f"actor-{index}", "--envs", str(online.envs_per_actor),
+                   "--width", str(sensors.width), "--height", str(sensors.height), "--hfov", str(sensors.hfov_deg),
+                   "--dagger-p", str(online.dagger_p), "--max-policy-lag", str(online.max_policy_lag),
+                   "--max-steps", str(online.actor_max_steps), "--seed", str(self.config.seed * 1000 + index),
+                   "--wait-weights", "600"]
+        if online.intervene_after is not None:
+            command += ["--intervene-after", str(online.intervene_after)]
+        env = {**os.environ, "STREAMVLN_TOKEN": token, "OMP_NUM_THREADS": "1"}
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / f"actor-{index}.log", "w")  # noqa: SIM115 - the child owns it
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def trained_model(self) -> Path:
+        if self.config.online.enabled and "online" in self.state:
+            return Path(self.state["online"]["model"])
+        return self.dir / "offline" / "model"
+
+    def stage_eval(self) -> dict:
+        from streamvln.pipeline.evaluation import EvalSettings, evaluate_policy
+
+        cfg, sensors = self.config.eval, self.config.sensors
+        settings = EvalSettings(str(self.data_dir), "val_unseen", sensors.width, sensors.height, sensors.hfov_deg,
+                                cfg.max_steps, self.config.seed, cfg.workers, cfg.episodes)
+        summaries = {}
+        for label in cfg.policies:
+            spec = f"checkpoint:{self.trained_model()}" if label == "trained" else label
+            with tqdm(desc=f"eval {label}", unit="ep") as bar:
+                def progress(done: int, total: int, bar=bar) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                summary = evaluate_policy(spec, settings, self.dir / "eval" / f"{label.replace(':', '_')}.jsonl",
+                                          progress)
+            summaries[label] = summary["aggregate"] | {"episodes": summary["num_episodes"]}
+        metrics = {"run": self.config.name, "split": "val_unseen", "policies": summaries,
+                   "trained_model": str(self.trained_model())}
+        (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        from streamvln.pipeline.report import metrics_table
+
+        self.console.print(metrics_table(summaries))
+        return {}
+
+    def stage_report(self) -> dict:
+        from streamvln.pipeline.report import write_report
+
+        path = write_report(self.dir, self.config, self.state, self.trained_model())
+        self.console.print(f"report: {path}")
+        return {"report": str(path)}
+
+    # ------------------------------------------------------------------ helpers
+    def train_config(self, out_dir: Path, steps: int, model_path: str = ""):
+        from training.config import config_from_dict
+
+        values = copy.deepcopy(self.config.train)
+        values.update(out_dir=str(out_dir), steps=steps, model_path=model_path, seed=self.config.seed)
+        data = values.setdefault("data", {})
+        data["sources"] = [{"kind": "store", "path": str(self.store_dir), "weight": 1.0, "name": "nav"},
+                           *data.get("sources", [])]
+        config = config_from_dict(values, where="train (run config)")
+        config.validate()
+        return config
+
+
+def _wait_or_terminate(process: subprocess.Popen, timeout_s: float) -> int:
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            return process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+
+def _as_dict(config: RunConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)

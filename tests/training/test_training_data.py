@@ -1,0 +1,54 @@
+"""Resumable batch streams and the rank slicing of global batches (no DeepSpeed needed)."""
+
+from __future__ import annotations
+
+import torch
+from learner_fixtures import SeededBatches, TokenDataset, collate_tokens, token_stream
+
+from training.data import BatchStream, RankSlice
+
+
+def ids(batch) -> list[list[int]]:
+    return batch["input_ids"].tolist()
+
+
+def test_stream_resumes_at_the_same_batch_across_epochs():
+    reference = token_stream(batch_size=2, size=6)  # 3 batches per epoch
+    expected = [ids(next(reference)) for _ in range(8)]
+    assert expected[0:3] != expected[3:6]  # a new order each epoch
+
+    stream = token_stream(batch_size=2, size=6)
+    for _ in range(4):
+        next(stream)
+    state = stream.state_dict()
+    assert state == {"epoch": 1, "position": 1}
+    resumed = token_stream(batch_size=2, size=6)
+    resumed.load_state_dict(state)
+    assert [ids(next(resumed)) for _ in range(4)] == expected[4:8]
+
+
+def test_stream_with_workers_counts_consumed_batches_not_prefetched_ones():
+    dataset = TokenDataset(12)
+    stream = BatchStream(dataset, SeededBatches(12, 2), collate_tokens, num_workers=1, prefetch_factor=4)
+    first = [ids(next(stream)) for _ in range(2)]
+    assert stream.state_dict() == {"epoch": 0, "position": 2}
+    resumed = BatchStream(dataset, SeededBatches(12, 2), collate_tokens)
+    resumed.load_state_dict(stream.state_dict())
+    assert ids(next(resumed)) == ids(next(stream))
+    assert first[0] != first[1]
+
+
+def test_rank_slices_partition_the_global_batch():
+    global_batches = list(SeededBatches(12, 4))
+    slices = [list(RankSlice(SeededBatches(12, 4), rank, 2)) for rank in range(2)]
+    for index, batch in enumerate(global_batches):
+        assert sorted(slices[0][index] + slices[1][index]) == sorted(batch)
+        assert not set(slices[0][index]) & set(slices[1][index])
+
+
+def test_empty_sampler_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="yields no batches"):
+        BatchStream(TokenDataset(1), SeededBatches(1, 2), collate_tokens)
+    assert torch.is_tensor(next(token_stream())["input_ids"])

@@ -1,0 +1,156 @@
+"""The module DeepSpeed wraps: model + loss strategy, so `engine(batch)` is the whole forward.
+
+Two paths, chosen by SpeedConfig (not by model name):
+- plain: `model(**batch).loss` (full logits, padded batch): the Hugging Face way, the baseline.
+- split: embed (multimodal) -> optional padding-free packing -> LM backbone -> lm_head + CE on
+  assistant tokens only (training/loss.py). Needs a `ModelParts` adapter for the model class.
+
+Adapters implement three calls on the wrapped model: `embed(batch)` -> (inputs_embeds,
+attention_mask, labels) with visual tokens already inserted; `backbone(...)` -> last hidden states;
+`lm_head` -> the output projection module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from training.config import SpeedConfig
+from training.loss import TokenLosses, assistant_only_cross_entropy, full_logits_cross_entropy
+from training.packing import pack_padded
+
+
+@dataclass
+class Embedded:
+    inputs_embeds: torch.Tensor  # (B, T, H)
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T), visual tokens -100
+    position_ids: torch.Tensor | None = None  # (B, T); needed for left padding
+
+
+class ModelParts(Protocol):
+    lm_head: nn.Module
+
+    def embed(self, batch: dict[str, Any]) -> Embedded: ...
+
+    def backbone(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+                 position_ids: torch.Tensor | None, **attention_kwargs) -> torch.Tensor: ...
+
+
+class CausalLMParts:
+    """A Hugging Face *ForCausalLM (text only): token embeddings, `base_model`, output embeddings."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.lm_head = model.get_output_embeddings()
+
+    def embed(self, batch: dict[str, Any]) -> Embedded:
+        input_ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(input_ids)
+        return Embedded(self.model.get_input_embeddings()(input_ids), mask, batch["labels"])
+
+    def backbone(self, inputs_embeds, attention_mask, position_ids, **attention_kwargs):
+        out = self.model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                    position_ids=position_ids, use_cache=False, **attention_kwargs)
+        return out.last_hidden_state
+
+
+class SlowFastParts:
+    """agent.modeling.SlowFastForCausalLM: frames -> vision tower + projector + pooling, inserted at
+    the placeholders (model.embed_multimodal); the Qwen2 backbone and lm_head of its language_model."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.lm_head = model.language_model.get_output_embeddings()
+
+    def embed(self, batch: dict[str, Any]) -> Embedded:
+        frames = self.model.encode_frames(batch["images"])
+        embeds, mask, labels, positions = self.model.embed_multimodal(
+            batch["input_ids"], batch.get("attention_mask"), batch["labels"], frames,
+            batch.get("num_memory"), batch.get("image_counts"))
+        return Embedded(embeds, mask, labels, positions)
+
+    def backbone(self, inputs_embeds, attention_mask, position_ids, **attention_kwargs):
+        out = self.model.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                              position_ids=position_ids, use_cache=False, **attention_kwargs)
+        return out.last_hidden_state
+
+
+def parts_for(model: nn.Module) -> ModelParts:
+    """The adapter for the model's capabilities (multimodal embedding or a plain causal LM)."""
+    if hasattr(model, "embed_multimodal") and hasattr(model, "encode_frames"):
+        return SlowFastParts(model)
+    if hasattr(model, "get_output_embeddings") and hasattr(model, "base_model"):
+        return CausalLMParts(model)
+    raise ValueError(f"no ModelParts adapter for {type(model).__name__}: it needs embed_multimodal + "
+                     "encode_frames (SlowFast) or get_output_embeddings + base_model (causal LM)")
+
+
+@dataclass
+class StepLoss:
+    loss: torch.Tensor
+    token_losses: torch.Tensor | None  # per labelled token (detached), None on the plain path
+    rows: torch.Tensor | None  # batch row of each token loss
+    num_tokens: int | torch.Tensor  # LM tokens processed, padding excluded (a tensor: no device sync)
+
+
+class TrainingModule(nn.Module):
+    """`forward(batch) -> StepLoss`; `self.model` is the user's model (exported as is)."""
+
+    def __init__(self, model: nn.Module, speed: SpeedConfig, parts: ModelParts | None = None):
+        super().__init__()
+        self.model = model
+        self.speed = speed
+        self._parts = parts  # holds references into self.model only; not a separate submodule
+        if (speed.assistant_only_logits or speed.packing) and parts is None:
+            raise ValueError("assistant_only_logits / packing need a ModelParts adapter for "
+                             f"{type(model).__name__}")
+
+    def forward(self, batch: dict[str, Any]) -> StepLoss:
+        if self._parts is None:
+            return self._plain(batch)
+        return self._split(batch)
+
+    def _plain(self, batch: dict[str, Any]) -> StepLoss:
+        model_inputs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+        out = self.model(**model_inputs)
+        mask = batch.get("attention_mask")
+        tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
+        return StepLoss(out.loss, None, None, tokens)
+
+    def _split(self, batch: dict[str, Any]) -> StepLoss:
+        parts = self._parts
+        embedded = parts.embed(batch)
+        if self.speed.packing:
+            packed = pack_padded(embedded.inputs_embeds, embedded.attention_mask, embedded.labels)
+            # packed_bounds is read by the sdpa_varlen attention (training/attention.py); others ignore it.
+            hidden = parts.backbone(packed.inputs_embeds, None, packed.position_ids, packed_bounds=packed.bounds)
+            labels, sample_of = packed.labels, packed.sample_of_token
+            num_tokens = packed.position_ids.shape[1]
+        else:
+            hidden = parts.backbone(embedded.inputs_embeds, embedded.attention_mask, embedded.position_ids)
+            labels, sample_of = embedded.labels, None
+            num_tokens = embedded.attention_mask.sum()
+        losses = self._loss(hidden, labels, parts)
+        rows = losses.rows if sample_of is None else sample_of[_next_positions(labels)]
+        return StepLoss(losses.loss, losses.token_losses, rows, num_tokens)
+
+    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, parts: ModelParts) -> TokenLosses:
+        if self.speed.assistant_only_logits:
+            return assistant_only_cross_entropy(hidden, labels, parts.lm_head, self.speed.ce_chunk_tokens)
+        return full_logits_cross_entropy(parts.lm_head(hidden), labels)
+
+
+# Batch keys that describe the batch for logging and never go into the model.
+NON_MODEL_KEYS = frozenset({"task_type", "source"})
+
+
+def _next_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Column of every hidden state that predicts a labelled token (packed labels have one row)."""
+    _, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
+    return cols
