@@ -380,9 +380,7 @@ def collate_encoded(samples: list[EncodedSample], pad_token_id: int, image_size:
         attention_mask[row, span] = 1
         time_ids[row, : sample.time_ids.numel()] = sample.time_ids
     frames = [s.images.numpy() for s in samples if s.images.shape[0]]
-    # One numpy concatenation: torch.cat of uint8 (N, S, S, 3) tensors is several times slower on CPU.
-    images = (torch.from_numpy(np.concatenate(frames)) if frames
-              else torch.zeros((0, image_size, image_size, 3), dtype=torch.uint8))
+    images = _concatenate_frames(frames) if frames else torch.zeros((0, image_size, image_size, 3), dtype=torch.uint8)
     return {
         "input_ids": input_ids,
         "labels": labels,
@@ -393,6 +391,25 @@ def collate_encoded(samples: list[EncodedSample], pad_token_id: int, image_size:
         "time_ids": time_ids,
         "task_type": [s.task_type for s in samples],
     }
+
+
+def _concatenate_frames(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 frames of a batch in one tensor, filled by one numpy concatenation (torch.cat of uint8
+    (N, S, S, 3) tensors is several times slower on CPU). In a DataLoader worker the tensor is
+    allocated in shared memory, as torch's default_collate does, so sending the batch to the main
+    process does not copy the frames once more."""
+    shape = (sum(frame.shape[0] for frame in frames), *frames[0].shape[1:])
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        try:
+            storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+            out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+        except (AttributeError, RuntimeError):  # a torch without this hook: a plain tensor, copied when sent
+            out = None
+    if out is None:
+        out = torch.empty(shape, dtype=torch.uint8)
+    np.concatenate(frames, out=out.numpy())
+    return out
 
 
 def _task_name(sample: Sample) -> str:

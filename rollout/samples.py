@@ -20,6 +20,7 @@ Nothing here tokenizes: the result is a rollout.dialogue.Sample for the model's 
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -118,8 +119,13 @@ def plan_window(labels: np.ndarray, start: int, config: SampleConfig) -> WindowP
 
 def choose_conjunctions(count: int, episode_key: str, instruction_index: int, start: int, seed: int) -> list[str]:
     """Seeded per (seed, episode, instruction, window): the same sample always reads the same."""
+    return list(_seeded_conjunctions(count, episode_key, instruction_index, start, seed))
+
+
+@functools.lru_cache(maxsize=65536)  # a pure function of its arguments; seeding a Generator costs ~50 us
+def _seeded_conjunctions(count: int, episode_key: str, instruction_index: int, start: int, seed: int) -> tuple[str, ...]:
     rng = np.random.default_rng([seed, zlib.crc32(episode_key.encode()), instruction_index, start])
-    return [CONJUNCTIONS[i] for i in rng.integers(0, len(CONJUNCTIONS), size=count)]
+    return tuple(CONJUNCTIONS[i] for i in rng.integers(0, len(CONJUNCTIONS), size=count))
 
 
 FrameLoader = Callable[[list[int]], np.ndarray]  # absolute trajectory steps -> uint8 (N, H, W, 3)

@@ -61,3 +61,15 @@ def test_bad_actions_still_raise_after_good_ones_are_memoised(tokenizer):
         processor.nav_answer_ids((1, 7))
     with pytest.raises(ValueError, match="at least one action"):
         processor.nav_answer_ids(())
+
+
+def test_collate_in_a_dataloader_worker_matches_in_process(tokenizer):
+    processor = _fresh(tokenizer)
+    encoded = [processor.encode(nav_sample(num_memory=2, seed=seed)) for seed in range(4)]
+    expected = processor.collate(encoded)
+    loader = torch.utils.data.DataLoader(encoded, batch_size=4, num_workers=1, collate_fn=processor.collate)
+    (batch,) = list(loader)  # images were filled into shared memory inside the worker
+    for key, value in expected.items():
+        if torch.is_tensor(value):
+            assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), key
+    assert batch["images"].is_contiguous() and batch["images"].shape == (16, 112, 112, 3)

@@ -21,6 +21,8 @@ def test_bench_data_prints_throughput_and_bytes_per_step(capsys):
     assert result["episodes"] == 3 and result["steps"] == 120
     assert result["bytes_per_step"] > 0 and set(result["samples_per_s"]) == {"0", "1"}
     assert all(value > 0 for value in result["samples_per_s"].values())
+    split = result["cpu_ms_per_sample"]
+    assert split["load"] > 0 and split["total"] >= split["load"] + split["collate"]
 
 
 def test_evicted_episode_is_replaced_not_fatal(tmp_path):
