@@ -29,6 +29,22 @@ CONJUNCTIONS: tuple[str, ...] = (
 )
 
 
+def history_steps(start: int, num_history: int) -> list[int]:
+    """Trajectory steps of the slow memory for a window starting at `start` (DESIGN.md 3.5).
+
+    arange(0, start, max(start // num_history, 1)); when that gives more than num_history steps,
+    an evenly spaced subset keeping the first and the last. The sample builder (training) and the
+    streaming agent (inference) both use this one rule.
+    """
+    if start <= 0:
+        return []
+    steps = list(range(0, start, max(start // num_history, 1)))
+    if len(steps) > num_history:
+        picks = np.round(np.linspace(0, len(steps) - 1, num_history)).astype(int)
+        steps = [steps[i] for i in picks]
+    return steps
+
+
 class TaskType(str, Enum):
     NAV = "nav"
     VIDEO_QA = "video_qa"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.actions import Action
-from rollout.dialogue import CONJUNCTIONS, NavDialogue, NavTurn, Sample, TaskType
+from rollout.dialogue import CONJUNCTIONS, NavDialogue, NavTurn, Sample, TaskType, history_steps
 
 # First words of an instruction that ask for a rotation before moving (remove_init_turns keeps the turns).
 TURN_VERBS = ("turn", "face", "rotate", "spin", "pivot", "veer")
@@ -95,14 +95,6 @@ def count_samples(instruction: str, labels: np.ndarray, config: SampleConfig) ->
     return len(window_starts(len(labels) - offset, config))
 
 
-def history_steps(start: int, num_history: int) -> list[int]:
-    if start <= 0:
-        return []
-    steps = list(range(0, start, max(start // num_history, 1)))
-    if len(steps) > num_history:
-        picks = np.round(np.linspace(0, len(steps) - 1, num_history)).astype(int)
-        steps = [steps[i] for i in picks]
-    return steps
 
 
 def plan_window(labels: np.ndarray, start: int, config: SampleConfig) -> WindowPlan:

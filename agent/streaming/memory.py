@@ -14,19 +14,7 @@ import numpy as np
 import torch
 
 from agent.streaming.voxel import CameraModel, grid_side, token_world_points, voxel_keep_masks
-
-
-def history_steps(start: int, num_history: int) -> list[int]:
-    """Steps of the memory frames for a window starting at `start`: training's rule (DESIGN.md 3.5,
-    rollout/samples.py; a test keeps the two equal): arange(0, start, max(start // num_history, 1)),
-    and when that gives more than num_history, an evenly spaced subset keeping the first and last."""
-    if start <= 0:
-        return []
-    steps = list(range(0, start, max(start // num_history, 1)))
-    if len(steps) > num_history:
-        picks = np.round(np.linspace(0, len(steps) - 1, num_history)).astype(int)
-        steps = [steps[i] for i in picks]
-    return steps
+from rollout.dialogue import history_steps
 
 
 @dataclass
