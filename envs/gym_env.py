@@ -45,6 +45,16 @@ def make_embedded_backend(width: int = 224, height: int = 224, hfov: float = 90.
     return EmbeddedBackend(EmbeddedConfig(width=width, height=height, hfov_deg=hfov))
 
 
+def observation_space(height: int, width: int) -> spaces.Dict:
+    """The VLN observation space shared by every gymnasium env of the project."""
+    return spaces.Dict({
+        "rgb": spaces.Box(0, 255, (height, width, 3), np.uint8),
+        "depth": spaces.Box(0.0, 1.0, (height, width, 1), np.float32),
+        "instruction": spaces.Text(max_length=MAX_INSTRUCTION_CHARS, min_length=0, charset=INSTRUCTION_CHARSET),
+        "pose": spaces.Box(POSE_LOW, -POSE_LOW, (7,), np.float32),
+    })
+
+
 def ascii_instruction(text: str) -> str:
     """Instruction text inside the Text space's charset (accents folded, other symbols dropped)."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
@@ -92,12 +102,7 @@ class VLNEnv(gym.Env):
         self._distance = 0.0
         first = self.task.reset(self.episodes[0], self.gt.get(self.episodes[0].key))
         h, w = first["rgb"].shape[:2]
-        self.observation_space = spaces.Dict({
-            "rgb": spaces.Box(0, 255, (h, w, 3), np.uint8),
-            "depth": spaces.Box(0.0, 1.0, (h, w, 1), np.float32),
-            "instruction": spaces.Text(max_length=MAX_INSTRUCTION_CHARS, min_length=0, charset=INSTRUCTION_CHARSET),
-            "pose": spaces.Box(POSE_LOW, -POSE_LOW, (7,), np.float32),
-        })
+        self.observation_space = observation_space(h, w)
         self.action_space = spaces.Discrete(NUM_ACTIONS)
 
     @property

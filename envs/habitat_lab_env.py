@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import NUM_ACTIONS, Action, validate_action
-from envs.gym_env import INSTRUCTION_CHARSET, MAX_INSTRUCTION_CHARS, POSE_LOW, ascii_instruction
+from envs.gym_env import ascii_instruction, observation_space
 
 INSTALL_HINT = ("habitat-lab is not installed: `conda install habitat-sim -c conda-forge -c aihabitat` "
                 "then `pip install habitat-lab` (0.2.4+); or use streamvln/VLN-v0 (embedded simulator)")
@@ -72,12 +72,7 @@ class HabitatLabEnv(gym.Env):
         self._steps = 0
         first = self.reset()[0]
         h, w = first["rgb"].shape[:2]
-        self.observation_space = spaces.Dict({
-            "rgb": spaces.Box(0, 255, (h, w, 3), np.uint8),
-            "depth": spaces.Box(0.0, 1.0, (h, w, 1), np.float32),
-            "instruction": spaces.Text(max_length=MAX_INSTRUCTION_CHARS, min_length=0, charset=INSTRUCTION_CHARSET),
-            "pose": spaces.Box(POSE_LOW, -POSE_LOW, (7,), np.float32),
-        })
+        self.observation_space = observation_space(h, w)
         self.action_space = spaces.Discrete(NUM_ACTIONS)
 
     def _wrap(self, raw: dict) -> dict:
