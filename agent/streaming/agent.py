@@ -21,10 +21,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from agent.streaming.attention import use_gqa_attention
 from agent.streaming.batching import Decoded, DecodeRules, greedy_decode, make_stepper
 from agent.streaming.cache import SessionCache, TextModel
 from agent.streaming.config import CacheScheme, StreamingConfig
-from agent.streaming.graph import EncoderGraphs, GraphedDecoder, GraphStepper
+from agent.streaming.graph import EncoderGraphs, GraphedDecoder, GraphStepper, scratch_need
 from agent.streaming.memory import FrameBank
 from agent.streaming.prompt import ProcessorView, Segment, embed_segments
 from agent.streaming.session import ActOutput, AgentSession, Observation, PreparedWindow, check_observation
@@ -41,6 +42,8 @@ class StreamingAgent:
         self.model = model
         self.config = (config or StreamingConfig()).validate()
         self.prompt = ProcessorView(processor)
+        # Batched rows attend under a mask: fold GQA heads instead of copying K/V (same results).
+        self.gqa_attention = self.config.gqa_attention and use_gqa_attention(model.language_model)
         self.text_model = TextModel(model.language_model, self.prompt.allowed_ids)
         self.tokens_per_frame = int(model.config.tokens_per_frame)
         self.rules = DecodeRules(self.prompt.allowed_ids, self.prompt.end_id, self.prompt.stop_id,
@@ -75,9 +78,10 @@ class StreamingAgent:
     def _stepper(self, sessions: list[AgentSession], new_tokens: list[int]):
         if self.config.decode_graph:
             max_len = self.graph_decoder(len(sessions)).max_len
-            needed = max(s.cache.length + n for s, n in zip(sessions, new_tokens)) + self.config.num_future_steps
-            if needed <= max_len:
-                return GraphStepper([s.cache for s in sessions], self.graphs[len(sessions)])
+            turn_tokens = self.tokens_per_frame + 64
+            needed = scratch_need([s.cache.length for s in sessions], new_tokens, turn_tokens)
+            if needed + self.config.num_future_steps <= max_len:
+                return GraphStepper([s.cache for s in sessions], self.graphs[len(sessions)], turn_tokens)
         return make_stepper([s.cache for s in sessions])
 
     # ---- episode start --------------------------------------------------------------------------

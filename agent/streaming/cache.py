@@ -125,6 +125,35 @@ class SessionCache:
         """Per-layer (keys, values), each (1, kv_heads, length, head_dim)."""
         return [(layer.keys, layer.values) for layer in self.kv.layers]
 
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Install stacked (layers, 1, kv_heads, length, head_dim) keys and values without copying:
+        each layer holds a view, so stacked() can hand the whole context back as one tensor."""
+        kv = self.text_model.new_cache()
+        if len(kv.layers) != keys.shape[0]:  # a cache class that creates its layers lazily
+            self.replace(list(zip(keys.unbind(0), values.unbind(0))))
+            return
+        for layer, layer_keys, layer_values in zip(kv.layers, keys.unbind(0), values.unbind(0)):
+            layer.lazy_initialization(layer_keys, layer_values)
+            layer.keys, layer.values = layer_keys, layer_values
+        self.kv = kv
+        self.length = keys.shape[-2]
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(keys, values) as (layers, 1, kv_heads, length, head_dim) views when every layer is still a view
+        of one adopt()ed tensor (truncation keeps that); None once a layer was rebuilt elsewhere."""
+        layers = self.kv.layers
+        first = getattr(layers[0], "keys", None) if layers else None
+        keys_base = getattr(first, "_base", None)
+        values_base = getattr(getattr(layers[0], "values", None), "_base", None) if layers else None
+        if keys_base is None or values_base is None or keys_base.dim() != 5 or keys_base.shape[0] != len(layers):
+            return None
+        for index, layer in enumerate(layers):
+            for tensor, base in ((layer.keys, keys_base), (layer.values, values_base)):
+                if (tensor._base is not base or tensor.data_ptr() != base[index].data_ptr()
+                        or tensor.shape[-2] != self.length or tensor.stride() != base[index].stride()):
+                    return None
+        return keys_base[..., : self.length, :], values_base[..., : self.length, :]
+
     def replace(self, tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Install per-layer (keys, values) computed elsewhere (the ragged batch writes back here)."""
         kv = self.text_model.new_cache()

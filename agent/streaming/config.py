@@ -50,13 +50,16 @@ class StreamingConfig:
     # Benchmarks only: decode exactly num_future_steps non-STOP symbols per call (the end marker and
     # STOP are masked until then), so random weights do the same work per call as a trained model.
     full_chunks: bool = False
-    # Single-session decode steps on a static K/V scratch, replayed as a CUDA graph on CUDA (eager on
-    # the CPU). graph_max_len: scratch tokens; None = one window + 512 prefix tokens. A call whose
+    # Decode steps (and the batched / turn prefills) on a static K/V scratch, replayed as a CUDA graph on
+    # CUDA (eager on the CPU). graph_max_len: scratch tokens; None = one window + 512 prefix tokens. A call whose
     # context does not fit runs eagerly.
     decode_graph: bool = False
     graph_max_len: int | None = None
     # The vision tower + projector + pooling as a CUDA graph per frame-batch shape (CUDA only).
     encode_graph: bool = False
+    # Masked attention with GQA heads folded into the query axis instead of K/V copied per head
+    # (agent/streaming/attention.py; same results). Switches the language model's SDPA attention.
+    gqa_attention: bool = True
 
     def validate(self) -> StreamingConfig:
         self.scheme = CacheScheme(self.scheme)

@@ -1,12 +1,18 @@
 """Decode steps as a CUDA graph over a static K/V scratch (the launch-bound part of a call).
 
-A 7B decode step in eager mode is ~20 ms of kernel launches for ~5 ms of weight reads. After a
-call's prefill, the sessions' caches are copied into a static scratch of B rows x `max_len` tokens (a
-fraction of a millisecond); each decode step then replays one captured graph: embed the B tokens,
-run the decoder with the scratch as its cache (each row's new K/V scattered at its own position,
-attention over the whole scratch with a static additive mask that opens one column per active row
-per step), and leave the final hidden states in a static buffer. Afterwards each session's new
-columns are appended to its own cache. One graph (and scratch) per batch size, built on first use.
+A 7B decode step in eager mode is ~20 ms of kernel launches for ~5 ms of weight reads. The sessions'
+caches are copied into a static scratch of B rows x `max_len` tokens (one copy per K/V per row when
+the cache came from the scratch last time: all layers live in one tensor); each decode step then
+replays one captured graph: embed the B tokens, run the decoder with the scratch as its cache (each
+row's new K/V scattered at its own position, attention over the whole scratch with a static additive
+mask that opens one column per active row per step), and leave the final hidden states in a static
+buffer. Afterwards each session gets its whole row back (one clone per K/V). One graph (and scratch)
+per batch size, built on first use.
+
+Prefill: one session replays a graph per turn length (`ScratchPrefill`); several sessions prefill
+together on the scratch (`GraphedDecoder.prefill_rows`: right-padded rows at their own positions,
+eager). A row with a long segment (a window's memory, ~8x a turn) first prefills its head alone, so
+the batch is not padded to it (at 7b x 8 sessions that padding made a round ~600 ms instead of ~170).
 
 The same code runs without a graph (`use_graph=False`) for CPU tests of the static path.
 """
@@ -19,7 +25,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from agent.streaming.batching import RaggedStepper
 from agent.streaming.cache import SessionCache, TextModel
 
 log = logging.getLogger(__name__)
@@ -42,20 +47,23 @@ def capture_graph(body: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGrap
 class StaticKV:
     """The cache surface Qwen2 attention uses: update(k, v, layer_idx) -> the full static buffers."""
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], position: torch.Tensor):
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], position: torch.Tensor,
+                 columns: int | None = None):
         self.keys, self.values = keys, values
         rows, heads, _, head_dim = keys[0].shape
         count = position.shape[1]  # new tokens per row: position is (rows, count)
         self.index = position.view(rows, 1, count, 1).expand(rows, heads, count, head_dim)  # follows position
+        # Attention reads only the first `columns` tokens (an eager prefill need not scan the whole scratch).
+        self.columns = columns or keys[0].shape[-2]
         self.is_compileable = True
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         self.keys[layer_idx].scatter_(2, self.index, key_states)
         self.values[layer_idx].scatter_(2, self.index, value_states)
-        return self.keys[layer_idx], self.values[layer_idx]
+        return self.keys[layer_idx][:, :, :self.columns], self.values[layer_idx][:, :, :self.columns]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.keys[0].shape[-2]
+        return self.columns
 
 
 class GraphedDecoder:
@@ -68,9 +76,11 @@ class GraphedDecoder:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         device, dtype = text_model.device, text_model.dtype
         self.text_model, self.max_len, self.rows = text_model, max_len, rows
-        shape = (rows, heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        # One tensor per K/V for all layers, so a row's whole context moves in one copy (load / store).
+        shape = (config.num_hidden_layers, rows, heads, max_len, head_dim)
+        self.keys_all = torch.zeros(shape, device=device, dtype=dtype)
+        self.values_all = torch.zeros(shape, device=device, dtype=dtype)
+        self.keys, self.values = list(self.keys_all.unbind(0)), list(self.values_all.unbind(0))
         self.tokens = torch.zeros((rows,), dtype=torch.long, device=device)
         self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.mask = torch.full((rows, 1, 1, max_len), torch.finfo(dtype).min, dtype=dtype, device=device)
@@ -120,15 +130,60 @@ class GraphedDecoder:
 
     def load(self, caches: Sequence[SessionCache]) -> None:
         """Copy each session's context into its row and open its columns in the mask."""
-        self.mask.fill_(torch.finfo(self.mask.dtype).min)
+        targets, sources = [], []
         for row, cache in enumerate(caches):
             length = cache.length
+            if length == 0:
+                continue
+            stacked = cache.stacked()
+            if stacked is not None:  # stored by store(): one copy per K/V for all layers
+                targets += [self.keys_all[:, row:row + 1, :, :length], self.values_all[:, row:row + 1, :, :length]]
+                sources += list(stacked)
+                continue
             for index, (keys, values) in enumerate(cache.layer_tensors()):
-                self.keys[index][row:row + 1, :, :length].copy_(keys)
-                self.values[index][row:row + 1, :, :length].copy_(values)
-            self.mask[row, ..., :length] = 0.0
+                targets += [self.keys[index][row:row + 1, :, :length], self.values[index][row:row + 1, :, :length]]
+                sources += [keys, values]
+        if targets:
+            torch._foreach_copy_(targets, sources)  # a few multi-tensor kernels, not 2 x layers x rows
         self.lengths = [c.length for c in caches]
         self.starts = list(self.lengths)
+        self._open_columns()
+
+    def _open_columns(self) -> None:
+        """Mask: row r sees columns [0, lengths[r]) (one op; later steps open one column each)."""
+        lengths = torch.tensor(self.lengths, dtype=torch.long).to(self.mask.device, non_blocking=True)
+        columns = torch.arange(self.max_len, device=self.mask.device)
+        visible = (columns.unsqueeze(0) < lengths.unsqueeze(1)).view_as(self.mask)
+        self.mask.copy_(torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min))
+
+    @torch.no_grad()
+    def prefill_rows(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Eager batched prefill on the scratch after load(): row r's (T_r, hidden) new embeddings go
+        right-padded at positions lengths[r] onward, each token seeing its row's context and the new
+        tokens up to itself. Padding tokens write columns past the row's end that stay masked (the next
+        decode step of the row overwrites the first). Returns the last real hidden state per row (B, hidden)."""
+        text_model = self.text_model
+        device = self.mask.device
+        counts = [e.shape[0] for e in embeds]
+        width = max(counts)
+        span = max(self.lengths) + width
+        if span > self.max_len:
+            raise ValueError(f"batched prefill needs {span} scratch tokens, the scratch holds {self.max_len}")
+        batch = torch.nn.utils.rnn.pad_sequence(list(embeds), batch_first=True)
+        starts = torch.tensor(self.lengths, dtype=torch.long).to(device, non_blocking=True)
+        position = starts.unsqueeze(1) + torch.arange(width, device=device).unsqueeze(0)  # (B, W)
+        visible = torch.arange(span, device=device).view(1, 1, span) <= position.unsqueeze(2)  # (B, W, span)
+        mask = torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min).to(self.mask.dtype).unsqueeze(1)
+        kv = StaticKV(self.keys, self.values, position, columns=span)
+        extra = {"cache_position": position[0]} if self._extra else {}
+        out = text_model.decoder(
+            inputs_embeds=batch, attention_mask={"full_attention": mask}, position_ids=position,
+            use_cache=True, **{text_model._cache_arg: kv}, **extra)
+        last = torch.tensor([c - 1 for c in counts], device=device)
+        hidden = out.last_hidden_state[torch.arange(len(counts), device=device), last]
+        self.lengths = [length + count for length, count in zip(self.lengths, counts)]
+        self._open_columns()
+        return hidden
 
     @torch.no_grad()
     def step(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
@@ -148,13 +203,13 @@ class GraphedDecoder:
         return self.hidden.clone()
 
     def store(self, caches: Sequence[SessionCache]) -> None:
-        """Append the columns each row wrote since load() to its session's cache."""
+        """Give each session whose row grew since load() its whole row (context + new columns): one
+        clone per K/V for all layers instead of a concatenation per layer."""
         for row, cache in enumerate(caches):
-            new = slice(self.starts[row], self.lengths[row])
-            if new.stop > new.start:
-                cache.replace([(torch.cat([k, self.keys[i][row:row + 1, :, new]], dim=-2),
-                                torch.cat([v, self.values[i][row:row + 1, :, new]], dim=-2))
-                               for i, (k, v) in enumerate(cache.layer_tensors())])
+            length = self.lengths[row]
+            if length > self.starts[row]:
+                cache.adopt(self.keys_all[:, row:row + 1, :, :length].clone(),
+                            self.values_all[:, row:row + 1, :, :length].clone())
 
 
 class ScratchPrefill:
@@ -202,9 +257,10 @@ class ScratchPrefill:
 class GraphStepper:
     """Stepper whose prefill is eager (in place or ragged) and whose decode steps use a GraphedDecoder."""
 
-    def __init__(self, caches: Sequence[SessionCache], decoder: GraphedDecoder):
+    def __init__(self, caches: Sequence[SessionCache], decoder: GraphedDecoder, turn_tokens: int = 256):
         self.caches, self.decoder = list(caches), decoder
         self.text_model = caches[0].text_model
+        self.turn_tokens = turn_tokens  # segments up to this long are batched whole
 
     def prefill(self, embeds) -> torch.Tensor:
         if len(self.caches) == 1:
@@ -212,18 +268,45 @@ class GraphStepper:
             if hidden is not None:  # the new tokens are in the scratch; finish() stores them
                 return hidden
             hidden = self.caches[0].prefill(embeds[0])[-1:].clone()
-        else:
-            ragged = RaggedStepper(self.caches)
-            hidden = ragged.prefill(embeds)
-            ragged.finish()
+            self.decoder.load(self.caches)
+            return hidden
+        # Several rows: one batched prefill on the scratch (no padded copies of the caches). A row with
+        # a long segment (a window's memory) prefills its head alone first, so the batch is not padded
+        # to its length: one such row would otherwise make every row's prefill ~8x longer.
+        width = batch_width([e.shape[0] for e in embeds], self.turn_tokens)
+        embeds = prefill_long_heads(self.caches, embeds, width)
         self.decoder.load(self.caches)
-        return hidden
+        return self.decoder.prefill_rows(embeds)
 
     def advance(self, tokens, active) -> torch.Tensor:
         return self.decoder.step(tokens, active)
 
     def finish(self) -> None:
         self.decoder.store(self.caches)
+
+
+def batch_width(counts: Sequence[int], turn_tokens: int) -> int:
+    """New tokens per row in a batched prefill: the longest turn-sized segment (longer rows are split)."""
+    short = [c for c in counts if c <= turn_tokens]
+    return max(short) if short else turn_tokens
+
+
+def scratch_need(lengths: Sequence[int], counts: Sequence[int], turn_tokens: int) -> int:
+    """Scratch columns a batched prefill uses: a row ends at length + max(count, width) (padding)."""
+    width = batch_width(counts, turn_tokens) if len(counts) > 1 else max(counts)
+    return max(length + max(count, width) for length, count in zip(lengths, counts))
+
+
+def prefill_long_heads(caches: Sequence[SessionCache], embeds, width: int) -> list[torch.Tensor]:
+    """Rows longer than `width` tokens: prefill all but their last `width` tokens in place (one row
+    each, the same math split in two chunks); returns what is left to batch, at most `width` per row."""
+    rest = []
+    for cache, row in zip(caches, embeds):
+        if row.shape[0] > width:
+            cache.prefill(row[: row.shape[0] - width])
+            row = row[row.shape[0] - width:]
+        rest.append(row)
+    return rest
 
 
 class EncoderGraphs:

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="streaming: prefill the next window's prefix + memory after a call (timed apart)")
     parser.add_argument("--decode-graph", choices=("auto", "on", "off"), default="auto",
                         help="decode steps + vision tower as CUDA graphs (auto: on for cuda)")
+    parser.add_argument("--sequential-baseline", choices=("on", "off"), default="on",
+                        help="also time the batched sessions one call at a time (the equal-work baseline)")
+    parser.add_argument("--gqa-attention", choices=("on", "off"), default="on",
+                        help="masked attention without per-head K/V copies (off: transformers' SDPA)")
+    parser.add_argument("--only", choices=("all", "batched"), default="all",
+                        help="batched: only the batched-sessions throughput (no schemes, no logit check)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -65,10 +71,15 @@ def run(args: argparse.Namespace) -> dict:
         result["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     graph = args.decode_graph == "on" or (args.decode_graph == "auto" and args.device.startswith("cuda"))
     result["decode_graph"] = graph
-    runs = [(scheme.value, StreamingConfig(scheme=scheme, full_chunks=True, decode_graph=graph, encode_graph=graph))
+    gqa = args.gqa_attention == "on"
+    result["gqa_attention"] = gqa
+    runs = [(scheme.value, StreamingConfig(scheme=scheme, full_chunks=True, decode_graph=graph, encode_graph=graph,
+                                           gqa_attention=gqa))
             for scheme in schemes]
     if graph and CacheScheme.STREAMING in schemes:  # the same scheme without the graph levers
-        runs.append(("streaming_eager", StreamingConfig(full_chunks=True)))
+        runs.append(("streaming_eager", StreamingConfig(full_chunks=True, gqa_attention=gqa)))
+    if args.only == "batched":
+        runs = []
     graph_errors = []
     for name, config in runs:
         agent = StreamingAgent(model, processor, config)
@@ -83,9 +94,12 @@ def run(args: argparse.Namespace) -> dict:
     if "streaming" in by_name and "original" in by_name:
         result["speedup_mean_vs_original"] = by_name["original"]["mean_ms"] / by_name["streaming"]["mean_ms"]
     streaming = StreamingAgent(model, processor, StreamingConfig(full_chunks=True, decode_graph=graph,
-                                                                 encode_graph=graph))
-    result["max_abs_logit_diff"] = logit_check(streaming, frames)
-    result["batched"] = batched_throughput(streaming, frames, args.sessions, args.batch_steps)
+                                                                 encode_graph=graph, gqa_attention=gqa))
+    if args.only == "all":
+        result["max_abs_logit_diff"] = logit_check(streaming, frames)
+    result["batched"] = batched_throughput(streaming, frames, args.sessions, args.batch_steps,
+                                           args.sequential_baseline == "on")
+    result["graph_errors"] += streaming.graph_errors
     if args.device.startswith("cuda"):
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return result
@@ -162,32 +176,49 @@ def logit_check(agent: StreamingAgent, frames: FrameSource) -> dict:
             "full_vocab_first_step": max(full)}
 
 
-def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int, steps: int) -> dict:
+def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int, steps: int,
+                       sequential: bool = False) -> dict:
     """Actions/s of `sessions` sessions advanced together vs one session alone.
 
     Before timing, session i takes i calls on its own, so the batch is ragged (caches of different
-    lengths, windows starting at different calls); then every session takes steps/4 calls, timed."""
+    lengths, windows starting at different calls); then every session takes steps/4 calls, timed.
+    One fresh session's steps/4 calls cross fewer window starts than the staggered batch does (one
+    per 16 calls against about one per round of 8), so with `sequential` the same staggered sessions
+    are also run one call at a time (equal work) and `ratio_vs_sequential` is reported too."""
+    import numpy as np
+
     from agent.streaming import Observation
 
-    def run_sessions(count: int, calls: int) -> tuple[float, int]:
+    def run_sessions(count: int, calls: int, one_by_one: bool = False) -> tuple[float, int, dict]:
         opened = [agent.open(f"episode {i}: find the blue chair in the office", name=f"b{i}") for i in range(count)]
         for lead in range(1, count):  # untimed: session i gets i calls ahead
             ahead = opened[lead:]
             agent.act_batch(ahead, [Observation(frames.next()) for _ in ahead])
-        actions, start = 0, agent.now_ms()
+        actions, start, parts = 0, agent.now_ms(), {"encode": [], "prefill": [], "generate": [], "total": []}
+        groups = [[s] for s in opened] if one_by_one else [opened]
         for _ in range(calls):
-            outs = agent.act_batch(opened, [Observation(frames.next()) for _ in opened])
-            actions += sum(len(o.actions) for o in outs)
-        return (agent.now_ms() - start) / 1000.0, actions
+            for group in groups:
+                outs = agent.act_batch(group, [Observation(frames.next()) for _ in group])
+                actions += sum(len(o.actions) for o in outs)
+                for key, values in parts.items():
+                    values.append(outs[0].timings_ms[key])
+        breakdown = {key: float(np.median(values)) for key, values in parts.items()}
+        return (agent.now_ms() - start) / 1000.0, actions, breakdown
 
     calls = max(steps // agent.config.num_future_steps, 1)
     for count in range(1, sessions + 1):  # warm-up: every batch size (decode graphs, allocator)
         run_sessions(count, 1)
-    single_s, single_actions = run_sessions(1, calls)
-    batch_s, batch_actions = run_sessions(sessions, calls)
+    single_s, single_actions, single_parts = run_sessions(1, calls)
+    batch_s, batch_actions, batch_parts = run_sessions(sessions, calls)
     single_rate, batch_rate = single_actions / single_s, batch_actions / batch_s
-    return {"sessions": sessions, "calls_per_session": calls, "single_actions_per_s": single_rate,
-            "batched_actions_per_s": batch_rate, "ratio": batch_rate / single_rate}
+    result = {"sessions": sessions, "calls_per_session": calls, "single_actions_per_s": single_rate,
+              "batched_actions_per_s": batch_rate, "ratio": batch_rate / single_rate,
+              "single_call_median_ms": single_parts, "batched_call_median_ms": batch_parts}
+    if sequential:  # the same staggered sessions, one call at a time: the same work as the batched rounds
+        seq_s, seq_actions, seq_parts = run_sessions(sessions, calls, one_by_one=True)
+        result.update(sequential_actions_per_s=seq_actions / seq_s, ratio_vs_sequential=batch_rate * seq_s / seq_actions,
+                      sequential_call_median_ms=seq_parts)
+    return result
 
 
 if __name__ == "__main__":  # `python -m streamvln.benchmarks.agent ...`: this benchmark alone
