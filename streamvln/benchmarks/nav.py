@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fields", type=int, default=20, help="goal fields built per house")
     parser.add_argument("--houses", type=int, default=4, help="generated houses to measure as well (0: none)")
     parser.add_argument("--order", type=int, default=2, choices=(1, 2), help="fast-marching order")
+    parser.add_argument("--cell-size", type=float, default=None,
+                        help="geodesic solve grid in metres, a multiple of the 5 cm navmesh (default: the navmesh)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -50,16 +52,17 @@ def synthetic_house_grid(size_m: float = 20.0, room_m: float = 4.0, door_m: floa
                       np.zeros(shape, np.float32))
 
 
-def _field_times_ms(grid: NavGrid, rng: np.random.Generator, count: int, order: int) -> tuple[list, list]:
+def _field_times_ms(grid: NavGrid, rng: np.random.Generator, count: int, order: int,
+                    cell_size: float | None) -> tuple[list, list]:
     """Wall-clock and CPU milliseconds per field (CPU time is steadier on a shared machine)."""
     from envs.nav.geodesic import GeodesicField
 
-    GeodesicField(grid, grid.sample_navigable_point(rng), order)  # warm-up (numba, allocator)
+    GeodesicField(grid, grid.sample_navigable_point(rng), order, cell_size)  # warm-up (numba, allocator)
     wall, cpu = [], []
     for _ in range(count):
         goal = grid.sample_navigable_point(rng)
         start, start_cpu = time.perf_counter(), time.process_time()
-        GeodesicField(grid, goal, order)
+        GeodesicField(grid, goal, order, cell_size)
         wall.append((time.perf_counter() - start) * 1e3)
         cpu.append((time.process_time() - start_cpu) * 1e3)
     return wall, cpu
@@ -73,7 +76,8 @@ def _query_rate(field: GeodesicField, rng: np.random.Generator, count: int = 200
     return count / (time.perf_counter() - start)
 
 
-def _expert_rate(grid: NavGrid, rng: np.random.Generator, order: int, episodes: int = 10) -> float:
+def _expert_rate(grid: NavGrid, rng: np.random.Generator, order: int, cell_size: float | None,
+                 episodes: int = 10) -> float:
     """Expert actions per second (field cached per goal; includes the 24-heading scoring)."""
     import numpy as np
 
@@ -85,7 +89,7 @@ def _expert_rate(grid: NavGrid, rng: np.random.Generator, order: int, episodes: 
 
     actions, elapsed = 0, 0.0
     for _ in range(episodes):
-        field = GeodesicField(grid, grid.sample_navigable_point(rng), order)
+        field = GeodesicField(grid, grid.sample_navigable_point(rng), order, cell_size)
         expert = GeodesicExpert(field.distance, lambda p, yaw: move_with_sliding(grid, p, 0.25 * forward_vector(yaw))[0])
         position, yaw = grid.sample_navigable_point(rng), 0.0
         start = time.perf_counter()
@@ -120,18 +124,19 @@ def run(args: argparse.Namespace) -> dict:
     grid = NavGrid.from_layout(synthetic_house_grid())
     result = {
         "order": args.order,
+        "field_cell_size_m": args.cell_size or grid.cell_size,
         "synthetic_20x20m": {"cells": list(grid.shape), "navigable_fraction": round(float(grid.navigable.mean()), 3),
-                             **_summary(*_field_times_ms(grid, rng, args.fields, args.order))},
+                             **_summary(*_field_times_ms(grid, rng, args.fields, args.order, args.cell_size))},
     }
-    field = GeodesicField(grid, grid.sample_navigable_point(rng), args.order)
+    field = GeodesicField(grid, grid.sample_navigable_point(rng), args.order, args.cell_size)
     result["queries_per_s"] = round(_query_rate(field, rng))
-    result["expert_actions_per_s"] = round(_expert_rate(grid, rng, args.order))
+    result["expert_actions_per_s"] = round(_expert_rate(grid, rng, args.order, args.cell_size))
     if args.houses > 0:
         wall, cpu, shapes = [], [], []
         for index in range(args.houses):
             house_grid = NavGrid.from_layout(generate_house(f"procedural/house_{index:06d}").grid)
             shapes.append(list(house_grid.shape))
-            house_wall, house_cpu = _field_times_ms(house_grid, rng, max(args.fields // 2, 1), args.order)
+            house_wall, house_cpu = _field_times_ms(house_grid, rng, max(args.fields // 2, 1), args.order, args.cell_size)
             wall, cpu = wall + house_wall, cpu + house_cpu
         result["generated_houses"] = {"shapes": shapes, **_summary(wall, cpu)}
     return result
