@@ -39,8 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_streaming_agent(path: str):
     """The streaming agent over published weights (one torch thread: actors share the CPU)."""
+    import torch
+
     from streamvln.pipeline.evaluation import checkpoint_policy
 
+    torch.set_num_threads(1)
     return checkpoint_policy(path).agent
 
 

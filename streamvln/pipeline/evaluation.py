@@ -46,13 +46,10 @@ class EvalSettings:
 
 def checkpoint_policy(path: str, use_depth_pose: bool = False):
     """The streaming agent over a save_pretrained folder, with the window it was trained with."""
-    import torch
-
     from agent.streaming import StreamingAgent, StreamingConfig
     from agent.streaming.engine import load_checkpoint
     from agent.streaming.loop import StreamingPolicy
 
-    torch.set_num_threads(1)  # evaluation workers run side by side
     folder = Path(path)
     window = json.loads((folder / WINDOW_FILE).read_text()) if (folder / WINDOW_FILE).is_file() else {}
     model, processor = load_checkpoint(folder)
@@ -79,7 +76,12 @@ _WORKER: dict = {}  # per worker process: the task and the policy, built once by
 
 
 def _init_worker(spec: str, settings: EvalSettings) -> None:
+    import torch
+
     from envs.embedded import EmbeddedBackend, EmbeddedConfig
+
+    if settings.workers > 1:  # workers run side by side: one torch thread each, no oversubscription
+        torch.set_num_threads(1)
     from envs.episodes.io import load_split
     from envs.task import TaskConfig, VLNTask
 

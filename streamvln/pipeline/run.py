@@ -108,6 +108,8 @@ class Pipeline:
         return {"steps": result.steps, "loss": result.last_scalars.get("loss"), "model": str(result.export_dir)}
 
     def stage_online(self) -> dict:
+        import torch
+
         from rollout.store import EpisodeStore
         from training.online import OnlineConfig, OnlineLearner
 
@@ -122,11 +124,16 @@ class Pipeline:
             wait_timeout_s=online.wait_timeout_s))
         addresses = learner.start_transport()
         actors = [self._spawn_actor(index, addresses, token, out) for index in range(online.actors)]
+        threads = torch.get_num_threads()
+        # Actors run on this machine too: oversubscribed torch (OpenMP) threads spin and slow the
+        # learner many times over, so it leaves one core per actor process.
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - online.actors)))
         try:
             result = learner.run()
         except TimeoutError as error:
             raise TimeoutError(f"{error}; see the actor logs {out}/actor-*.log") from None
         finally:
+            torch.set_num_threads(threads)
             learner.stop()
             codes = [_wait_or_terminate(process, 60.0) for process in actors]
         self.console.print(f"online: {result.steps} steps, {result.versions} weight versions, "
