@@ -74,5 +74,5 @@ class SimulatorBackend(ABC):
         """
         return np.asarray(position, dtype=np.float64) + FORWARD_STEP_M * forward_vector(yaw)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: backends without resources keep the no-op
         """Release simulator resources."""
