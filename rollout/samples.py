@@ -8,7 +8,11 @@ last one STOP):
   whose last chunk therefore ends with the STOP label, exactly once);
 - slow memory (start > 0): steps arange(0, start, max(start // num_history, 1)), at most
   num_history of them (with the defaults exactly 8; for other configs with more, an evenly spaced
-  subset keeping the first and the last);
+  subset keeping the first and the last), each moved back to the turn frame at or before it (a
+  multiple of num_future_steps), duplicates dropped: the streaming agent only ever sees the frames
+  of its model calls (agent/streaming/memory.py FrameBank.history_frames), so the memory must not
+  use a frame between two calls. With the defaults nothing moves (start // 8 is a multiple of 4);
+  with e.g. num_frames=16 the window at 16 would otherwise hold 8 frames where the agent has 4;
 - images: memory frames first, then the fast frames; time_ids: the step of each image.
 
 remove_init_turns (off by default): drop the leading turn-in-place labels when the instruction does
@@ -95,6 +99,16 @@ def count_samples(instruction: str, labels: np.ndarray, config: SampleConfig) ->
     return len(window_starts(len(labels) - offset, config))
 
 
+def observed_history_steps(start: int, config: SampleConfig) -> tuple[int, ...]:
+    """history_steps(start, num_history), each moved back to the turn frame at or before it (the
+    frames the streaming agent has), consecutive duplicates dropped."""
+    stride = config.num_future_steps
+    observed: list[int] = []
+    for step in history_steps(start, config.num_history):
+        turn_step = step - step % stride
+        if not observed or observed[-1] != turn_step:
+            observed.append(turn_step)
+    return tuple(observed)
 
 
 def plan_window(labels: np.ndarray, start: int, config: SampleConfig) -> WindowPlan:
@@ -106,7 +120,7 @@ def plan_window(labels: np.ndarray, start: int, config: SampleConfig) -> WindowP
     chunks = tuple(
         tuple(int(a) for a in labels[step : min(step + config.num_future_steps, end)]) for step in frame_steps
     )
-    return WindowPlan(start, tuple(history_steps(start, config.num_history)), frame_steps, chunks)
+    return WindowPlan(start, observed_history_steps(start, config), frame_steps, chunks)
 
 
 def choose_conjunctions(count: int, episode_key: str, instruction_index: int, start: int, seed: int) -> list[str]:

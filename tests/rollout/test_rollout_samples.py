@@ -69,7 +69,8 @@ def test_history_is_capped_at_num_history():
     assert len(history_steps(15, 8)) == 8
     assert history_steps(5, 8) == [0, 1, 2, 3, 4]
     config = SampleConfig(num_frames=12, num_future_steps=4, num_history=8)
-    assert plan_window(make_labels(40), 12, config).history_steps == (0, 2, 3, 5, 6, 8, 9, 11)
+    # The agent only has the turn frames (every 4 steps): each history step moves back to one.
+    assert plan_window(make_labels(40), 12, config).history_steps == (0, 4, 8)
 
 
 def test_conjunctions_are_seeded_per_episode_and_window():
