@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -111,8 +112,12 @@ def test_actor_loop_loads_new_weights_and_refuses_stale_ones(caplog):
     loop = ActorLoop(config, plane_episodes(2), load_agent)
 
     def announce_until_seen(version: int, path: str) -> None:
-        for _ in range(100):
+        # PUB/SUB drops messages until the subscription has propagated (slow joiner), so repeat the
+        # announcement for up to 20 s of wall time, as the learner's heartbeat does.
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
             publisher.announce(version, path, "sha")
+            time.sleep(0.02)
             loop._poll_weights()
             if loop.newest_seen == version:
                 return
