@@ -29,6 +29,20 @@ CONJUNCTIONS: tuple[str, ...] = (
 )
 
 
+def validate_window_recipe(owner: str, num_frames: int, num_future_steps: int, num_history: int) -> None:
+    """The SlowFast window recipe shared by training samples and the streaming agent (DESIGN.md 3.5):
+    positive sizes, and windows made of whole turns so they start on a model call."""
+    for name, value in (("num_frames", num_frames), ("num_future_steps", num_future_steps),
+                        ("num_history", num_history)):
+        if value < 1:
+            raise ValueError(f"{owner}.{name} must be >= 1, got {value}")
+    if num_frames % num_future_steps:
+        raise ValueError(
+            f"{owner}.num_frames ({num_frames}) must be a multiple of num_future_steps ({num_future_steps}) "
+            "so every window is made of whole turns and starts on a model call"
+        )
+
+
 def history_steps(start: int, num_history: int) -> list[int]:
     """Trajectory steps of the slow memory for a window starting at `start` (DESIGN.md 3.5).
 

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.actions import Action
-from rollout.dialogue import CONJUNCTIONS, NavDialogue, NavTurn, Sample, TaskType, history_steps
+from rollout.dialogue import (
+    CONJUNCTIONS,
+    NavDialogue,
+    NavTurn,
+    Sample,
+    TaskType,
+    history_steps,
+    validate_window_recipe,
+)
 
 # First words of an instruction that ask for a rotation before moving (remove_init_turns keeps the turns).
 TURN_VERBS = ("turn", "face", "rotate", "spin", "pivot", "veer")
@@ -50,14 +58,9 @@ class SampleConfig:
     seed: int = 0  # conjunction choice
 
     def validate(self) -> None:
-        for name in ("num_frames", "num_future_steps", "num_history", "min_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SampleConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_frames % self.num_future_steps:
-            raise ValueError(
-                f"SampleConfig.num_frames ({self.num_frames}) must be a multiple of num_future_steps "
-                f"({self.num_future_steps}) so every turn of a window is complete"
-            )
+        validate_window_recipe("SampleConfig", self.num_frames, self.num_future_steps, self.num_history)
+        if self.min_steps < 1:
+            raise ValueError(f"SampleConfig.min_steps must be >= 1, got {self.min_steps}")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from envs.actions import Action
-from rollout.dialogue import CONJUNCTIONS
+from rollout.dialogue import CONJUNCTIONS, validate_window_recipe
 
 
 class CacheScheme(str, Enum):
@@ -63,14 +63,7 @@ class StreamingConfig:
 
     def validate(self) -> StreamingConfig:
         self.scheme = CacheScheme(self.scheme)
-        for name in ("num_frames", "num_future_steps", "num_history"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"StreamingConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_frames % self.num_future_steps:
-            raise ValueError(
-                f"StreamingConfig.num_frames ({self.num_frames}) must be a multiple of "
-                f"num_future_steps ({self.num_future_steps}) so windows start on a model call"
-            )
+        validate_window_recipe("StreamingConfig", self.num_frames, self.num_future_steps, self.num_history)
         if self.conjunction not in CONJUNCTIONS:
             raise ValueError(f"StreamingConfig.conjunction {self.conjunction!r} is not one of {CONJUNCTIONS}")
         if self.fallback_action not in (int(a) for a in Action):
