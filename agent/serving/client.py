@@ -112,6 +112,38 @@ class AgentClient:
             fields["pose"] = [float(v) for v in np.asarray(pose).reshape(-1)]
         return self.request("act", session, **fields)
 
+    def act_many(self, frames: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
+                 jpeg: bool = True, quality: int = 90) -> list[Reply]:
+        """Pipelined act for several sessions: (session, rgb, depth, pose) each, all sent before any
+        reply is awaited, so the server can batch them into one engine call. Replies in input order;
+        the first error raises its typed exception (after every reply has arrived)."""
+        ids = []
+        for session, rgb, depth, pose in frames:
+            fields: dict[str, Any] = {"frame": encode_frame(rgb, jpeg=jpeg, quality=quality)}
+            if depth is not None:
+                fields["depth"] = encode_depth(depth)
+            if pose is not None:
+                fields["pose"] = [float(v) for v in np.asarray(pose).reshape(-1)]
+            ids.append(next(self._ids))
+            self._socket.send(encode_request("act", session, ids[-1], **fields))
+        replies: dict[Any, Reply] = {}
+        deadline = time.monotonic() + self.timeout_s
+        while len(replies) < len(ids):
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self._socket.poll(remaining_ms, zmq.POLLIN):
+                raise ClientTimeout(f"{len(ids) - len(replies)} of {len(ids)} replies from {self.address} "
+                                    f"missing after {self.timeout_s:g} s")
+            reply = decode_reply(self._socket.recv())
+            if reply.request_id in ids:  # late replies to earlier, timed-out requests are dropped
+                replies[reply.request_id] = reply
+        ordered = [replies[request_id] for request_id in ids]
+        for reply in ordered:
+            if not reply.ok:
+                error_type = ERROR_TYPES.get(reply.error_code, ServingError)
+                raise error_type(f"{reply.error_code.value if reply.error_code else 'error'}: {reply.error_message}",
+                                 reply)
+        return ordered
+
     def close_session(self, session: str) -> Reply:
         return self.request("close", session)
 

@@ -40,6 +40,7 @@ class ServerConfig:
     idle_timeout_s: float = 300.0  # sessions unused this long are closed
     request_timeout_s: float = 10.0  # longest a request may wait for the engine
     max_batch: int = 16  # most requests taken from the queue at once
+    batch_wait_ms: float = 0.0  # after a first request, wait up to this long for others to batch with it
     max_message_bytes: int = 64 * 1024 * 1024
     curve_keys_dir: Path | None = None  # see agent/serving/auth.py for the layout
 
@@ -50,6 +51,8 @@ class ServerConfig:
         for name in ("max_sessions", "max_batch", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"ServerConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
         for name in ("idle_timeout_s", "request_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerConfig.{name} must be > 0 seconds, got {getattr(self, name)}")
@@ -84,7 +87,8 @@ class AgentServer:
         max_sessions = min(self.config.max_sessions, getattr(engine, "max_sessions", None) or self.config.max_sessions)
         self._replies_endpoint = f"inproc://agent-server-replies-{next(_server_ids)}"
         self.worker = EngineWorker(engine, self._send_from_worker, max_sessions, self.config.idle_timeout_s,
-                                   self.config.request_timeout_s, self.config.max_batch)
+                                   self.config.request_timeout_s, self.config.max_batch,
+                                   self.config.batch_wait_ms / 1000.0)
         self.endpoint: str | None = None
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()

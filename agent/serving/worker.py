@@ -56,13 +56,14 @@ class EngineWorker:
     """Runs in its own thread; `send(work, reply)` hands replies back to the socket thread."""
 
     def __init__(self, engine: SessionEngine, send: Callable[[Work, Reply], None], max_sessions: int,
-                 idle_timeout_s: float, request_timeout_s: float, max_batch: int) -> None:
+                 idle_timeout_s: float, request_timeout_s: float, max_batch: int, batch_wait_s: float = 0.0) -> None:
         self.engine = engine
         self.send = send
         self.max_sessions = max_sessions
         self.idle_timeout_s = idle_timeout_s
         self.request_timeout_s = request_timeout_s
         self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s  # after the first request, wait this long for more to batch
         self.inbox: queue.Queue = queue.Queue()
         self.sessions: dict[tuple[bytes, str], Session] = {}
         self._evicted: OrderedDict[tuple[bytes, str], str] = OrderedDict()
@@ -84,9 +85,13 @@ class EngineWorker:
             items = [self.inbox.get(timeout=wait_s)]
         except queue.Empty:
             return []
+        # Many clients (e.g. actor processes) send at slightly different times: an optional short
+        # wait lets their requests join one engine call (throughput) at the cost of that much latency.
+        deadline = time.perf_counter() + self.batch_wait_s
         while len(items) < self.max_batch:
             try:
-                items.append(self.inbox.get_nowait())
+                remaining = deadline - time.perf_counter()
+                items.append(self.inbox.get(timeout=remaining) if remaining > 0 else self.inbox.get_nowait())
             except queue.Empty:
                 break
         return items

@@ -62,12 +62,13 @@ class StreamingAgent:
             max_len = self.config.graph_max_len or -(-(self.window_need() + 512) // 256) * 256
             on_cuda = self.text_model.device.type == "cuda"
             max_prefill = self.tokens_per_frame + 64  # a turn (+ answer tail), not a memory segment
+            sizes = (max_prefill, self.long_segment_tokens())
             try:
-                self.graphs[rows] = GraphedDecoder(self.text_model, max_len, rows, on_cuda, max_prefill)
+                self.graphs[rows] = GraphedDecoder(self.text_model, max_len, rows, on_cuda, *sizes)
             except RuntimeError as error:  # capture failed: keep the static path, eagerly
                 log.warning("CUDA graph capture for %d rows failed (%s); decoding eagerly", rows, error)
                 self._graph_errors.append(f"{rows} rows: {error}")
-                self.graphs[rows] = GraphedDecoder(self.text_model, max_len, rows, False, max_prefill)
+                self.graphs[rows] = GraphedDecoder(self.text_model, max_len, rows, False, *sizes)
         return self.graphs[rows]
 
     @property
@@ -81,7 +82,8 @@ class StreamingAgent:
             turn_tokens = self.tokens_per_frame + 64
             needed = scratch_need([s.cache.length for s in sessions], new_tokens, turn_tokens)
             if needed + self.config.num_future_steps <= max_len:
-                return GraphStepper([s.cache for s in sessions], self.graphs[len(sessions)], turn_tokens)
+                head = self.graph_decoder(1) if len(sessions) > 1 else None  # memory heads, one row each
+                return GraphStepper([s.cache for s in sessions], self.graphs[len(sessions)], turn_tokens, head)
         return make_stepper([s.cache for s in sessions])
 
     # ---- episode start --------------------------------------------------------------------------
@@ -104,6 +106,13 @@ class StreamingAgent:
 
     def context_budget(self) -> int:
         return int(self.config.max_context_tokens or self.text_model.config.max_position_embeddings)
+
+    def long_segment_tokens(self) -> int:
+        """Longest segment one row prefills at a window start: the memory sentence + the first turn."""
+        p = self.tokens_per_frame
+        memory = len(self.prompt.processor.nav_memory_ids()) - 1 + self.config.num_history * p
+        turn = len(self.prompt.processor.nav_turn_ids(max(CONJUNCTIONS, key=len), first=True)) - 1 + p
+        return memory + turn + 64  # + the previous answer's tail and slack
 
     def window_need(self) -> int:
         """Tokens one window needs after the prefix: memory + every turn with its longest answer."""
@@ -249,9 +258,18 @@ class StreamingAgent:
         prefix = session.cache.prefix_length
         cache.replace([(k[..., :prefix, :], v[..., :prefix, :]) for k, v in session.cache.layer_tensors()])
         cache.mark_prefix()
-        cache.prefill(embed_segments(self.text_model, [memory]))
+        self._prefill_alone(cache, embed_segments(self.text_model, [memory]))
         session.prepared = PreparedWindow(session.step, cache, memory, pruned, notes)
         return True
+
+    def _prefill_alone(self, cache: SessionCache, embeds: torch.Tensor) -> None:
+        """Prefill one cache outside a call: on the one-row graph when decode graphs are on, else eagerly."""
+        if self.config.decode_graph:
+            decoder = self.graph_decoder(1)
+            if decoder.prefill_one(cache, embeds) is not None:
+                decoder.store([cache])
+                return
+        cache.prefill(embeds)
 
     def _memory_segment(self, session: AgentSession, notes: list[str]) -> tuple[Segment, float | None]:
         """The memory sentence for a window starting now, and the fraction pruned (None: pruning off)."""

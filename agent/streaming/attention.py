@@ -7,8 +7,9 @@ and 8 rows that copy is ~250 MB per layer per forward, the largest cost of a bat
 
 Here the query heads that share a KV head are folded into the query length instead:
 (B, H, T, D) -> (B, H_kv, G*T, D), with the (B, 1, T, L) mask repeated G times along the query
-axis (decode, T = 1: broadcast, no copy). Same math; calls without a mask (or without GQA) go to
-transformers' own SDPA function unchanged.
+axis (decode, T = 1: broadcast, no copy; a (B, 1, G*T, L) mask is taken as already folded, as the
+graphed prefills pass it). Same math; calls without a mask (or without GQA) go to transformers' own
+SDPA function unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def gqa_sdpa_attention(module, query, key, value, attention_mask, dropout: float
     kv_heads = key.shape[1]
     packed = query.reshape(batch, kv_heads, groups * count, dim)  # head kv*G + g -> rows g*T .. g*T+T-1
     mask = attention_mask[..., : key.shape[-2]]
-    if count > 1:
+    if count > 1 and mask.shape[2] != groups * count:  # prefill_graph.py passes it already folded
         mask = mask.repeat(1, 1, groups, 1)
     out = torch.nn.functional.scaled_dot_product_attention(
         packed, key, value, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scaling)

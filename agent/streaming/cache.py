@@ -82,9 +82,11 @@ class SessionCache:
         self.kv = text_model.new_cache()
         self.length = 0  # tokens in the cache == the RoPE position of the next token
         self.prefix_length = 0  # the system/instruction prefix kept at window boundaries
+        self._stacked: tuple[torch.Tensor, torch.Tensor] | None = None  # what adopt() installed
 
     def reset(self) -> None:
         self.kv = self.text_model.new_cache()
+        self._stacked = None
         self.length = 0
         self.prefix_length = 0
 
@@ -127,7 +129,9 @@ class SessionCache:
 
     def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Install stacked (layers, 1, kv_heads, length, head_dim) keys and values without copying:
-        each layer holds a view, so stacked() can hand the whole context back as one tensor."""
+        each layer holds a view, so stacked() can hand the whole context back as one tensor. They
+        may be views of a decoder's scratch row (graph.py), which then owns keeping them intact."""
+        self._stacked = None
         kv = self.text_model.new_cache()
         if len(kv.layers) != keys.shape[0]:  # a cache class that creates its layers lazily
             self.replace(list(zip(keys.unbind(0), values.unbind(0))))
@@ -137,22 +141,23 @@ class SessionCache:
             layer.keys, layer.values = layer_keys, layer_values
         self.kv = kv
         self.length = keys.shape[-2]
+        self._stacked = (keys, values)
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(keys, values) as (layers, 1, kv_heads, length, head_dim) views when every layer is still a view
-        of one adopt()ed tensor (truncation keeps that); None once a layer was rebuilt elsewhere."""
+        of the adopt()ed tensors (truncation keeps that); None once a layer was rebuilt elsewhere."""
+        if self._stacked is None:
+            return None
+        keys, values = self._stacked
         layers = self.kv.layers
-        first = getattr(layers[0], "keys", None) if layers else None
-        keys_base = getattr(first, "_base", None)
-        values_base = getattr(getattr(layers[0], "values", None), "_base", None) if layers else None
-        if keys_base is None or values_base is None or keys_base.dim() != 5 or keys_base.shape[0] != len(layers):
+        if len(layers) != keys.shape[0]:
             return None
         for index, layer in enumerate(layers):
-            for tensor, base in ((layer.keys, keys_base), (layer.values, values_base)):
-                if (tensor._base is not base or tensor.data_ptr() != base[index].data_ptr()
-                        or tensor.shape[-2] != self.length or tensor.stride() != base[index].stride()):
+            for tensor, base in ((getattr(layer, "keys", None), keys[index]), (getattr(layer, "values", None), values[index])):
+                if (tensor is None or tensor.data_ptr() != base.data_ptr() or tensor.shape[-2] != self.length
+                        or tensor.stride() != base.stride()):
                     return None
-        return keys_base[..., : self.length, :], values_base[..., : self.length, :]
+        return keys[..., : self.length, :], values[..., : self.length, :]
 
     def replace(self, tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Install per-layer (keys, values) computed elsewhere (the ragged batch writes back here)."""
@@ -160,4 +165,5 @@ class SessionCache:
         for index, (keys, values) in enumerate(tensors):
             kv.update(keys, values, index)
         self.kv = kv
+        self._stacked = None
         self.length = tensors[0][0].shape[-2]

@@ -7,6 +7,7 @@ total, in ms of the batched call.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -50,10 +51,17 @@ def load_checkpoint(path: str | Path, device: str = "cpu", dtype: str = "fp32"):
     return model, SlowFastProcessor.from_pretrained(path)
 
 
-def default_config(device: str) -> StreamingConfig:
-    """Defaults for serving: decode steps as CUDA graphs on a GPU (latency), eager on the CPU."""
+WINDOW_FILE = "sample_window.json"  # the training window, saved next to trained weights (training/online.py)
+
+
+def default_config(device: str, checkpoint: str | Path | None = None) -> StreamingConfig:
+    """Defaults for serving: decode steps as CUDA graphs on a GPU (latency), eager on the CPU; the
+    window a checkpoint was trained with when its folder has sample_window.json (a model trained with
+    num_frames=16 must not be served with the default 32-step window)."""
     on_cuda = str(device).startswith("cuda")
-    return StreamingConfig(decode_graph=on_cuda, encode_graph=on_cuda)
+    window_file = Path(checkpoint) / WINDOW_FILE if checkpoint is not None else None
+    window = json.loads(window_file.read_text()) if window_file is not None and window_file.is_file() else {}
+    return StreamingConfig(**window, decode_graph=on_cuda, encode_graph=on_cuda)
 
 
 class StreamingEngine:
@@ -73,7 +81,7 @@ class StreamingEngine:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32",
                         config: StreamingConfig | None = None, **kwargs) -> StreamingEngine:
         model, processor = load_checkpoint(path, device, dtype)
-        return cls(StreamingAgent(model, processor, config or default_config(device)), **kwargs)
+        return cls(StreamingAgent(model, processor, config or default_config(device, path)), **kwargs)
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", device: str = "cpu", dtype: str = "fp32",

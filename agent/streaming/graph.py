@@ -6,13 +6,16 @@ the cache came from the scratch last time: all layers live in one tensor); each 
 replays one captured graph: embed the B tokens, run the decoder with the scratch as its cache (each
 row's new K/V scattered at its own position, attention over the whole scratch with a static additive
 mask that opens one column per active row per step), and leave the final hidden states in a static
-buffer. Afterwards each session gets its whole row back (one clone per K/V). One graph (and scratch)
-per batch size, built on first use.
+buffer. Afterwards each session's cache becomes a view of its whole row (no copy); the row stays
+its own until another session is loaded there, which first gives it a copy (`evict`). One graph (and
+scratch) per batch size, built on first use.
 
-Prefill: one session replays a graph per turn length (`ScratchPrefill`); several sessions prefill
-together on the scratch (`GraphedDecoder.prefill_rows`: right-padded rows at their own positions,
-eager). A row with a long segment (a window's memory, ~8x a turn) first prefills its head alone, so
-the batch is not padded to it (at 7b x 8 sessions that padding made a round ~600 ms instead of ~170).
+Prefill (prefill_graph.py): one session replays a graph per bucketed turn length, or per bucketed
+long segment (a window's memory); several sessions prefill their turns together on the scratch as
+one graph per bucketed width (`GraphedDecoder.prefill_rows`: right-padded rows at their own
+positions; eager when a turn does not fit). A row with a long segment (~8x a turn) first prefills its
+head alone (on the one-row decoder's graph when given), so the batch is not padded to it (at 7b x 8
+sessions that padding made a round ~600 ms instead of ~170).
 
 The same code runs without a graph (`use_graph=False`) for CPU tests of the static path.
 """
@@ -21,11 +24,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
 
 from agent.streaming.cache import SessionCache, TextModel
+from agent.streaming.prefill_graph import ScratchPrefill, prefill_bucket
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ class GraphedDecoder:
     """Decode steps for `rows` sessions at a time over a static scratch of `max_len` tokens per row."""
 
     def __init__(self, text_model: TextModel, max_len: int, rows: int = 1, use_graph: bool = True,
-                 max_prefill: int = 0):
+                 max_prefill: int = 0, max_long: int = 0):
         config = text_model.config
         heads = config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -91,8 +96,12 @@ class GraphedDecoder:
         self.lengths: list[int] = []
         self.starts: list[int] = []
         self.use_graph = use_graph
-        self.max_prefill = max_prefill if rows == 1 else 0  # graphed prefill: one row, short segments
-        self.prefills: dict[int, ScratchPrefill] = {}
+        # Graphed prefills (prefill_graph.py): turns of every row (<= max_prefill new tokens each) and,
+        # on one row, long segments such as a window's memory (<= max_long).
+        self.max_prefill = max_prefill
+        self.max_long = max_long if rows == 1 else 0
+        self.prefills: dict[int, ScratchPrefill] = {}  # by bucketed width
+        self.owners: list[weakref.ref | None] = [None] * rows  # the session viewing each row (store())
         self.errors: list[str] = []
         self.graph = None
         if use_graph:
@@ -108,32 +117,57 @@ class GraphedDecoder:
         return self.hidden
 
     def prefill_one(self, cache: SessionCache, embeds: torch.Tensor) -> torch.Tensor | None:
-        """One row: load `cache`, then run the (T, hidden) new embeddings on the scratch (a graph per T).
-        Returns the last hidden state (1, hidden), or None when T is too long for a graph."""
-        count = embeds.shape[0]
-        if count > self.max_prefill:
+        """One row: load `cache`, then run the (T, hidden) new embeddings on the scratch (a graph per
+        bucketed T). Returns the last hidden state (1, hidden), or None when T is too long for a graph."""
+        if self.rows != 1 or self.prefill_graph([cache.length], [embeds.shape[0]]) is None:
             return None
-        if count not in self.prefills:
-            try:
-                self.prefills[count] = ScratchPrefill(self, count, self.use_graph)
-            except RuntimeError as error:  # capture failed: prefill eagerly from now on
-                log.warning("CUDA graph capture of a %d-token prefill failed (%s)", count, error)
-                self.errors.append(f"prefill {count} tokens: {error}")
-                self.max_prefill = 0
-                return None
         self.load([cache])
-        length = self.lengths[0]
-        hidden = self.prefills[count].run(embeds, length)
-        self.mask[0, ..., length:length + count] = 0.0
-        self.lengths[0] = length + count
-        return hidden
+        return self.prefill_rows([embeds])
+
+    def prefill_graph(self, lengths: Sequence[int], counts: Sequence[int]) -> ScratchPrefill | None:
+        """The prefill graph for rows of these cache lengths and new-token counts, captured now if new;
+        None when they do not fit one. Call it BEFORE load(): a capture's warm-up runs write scratch columns."""
+        width = prefill_bucket(max(counts), self.max_prefill)
+        limit = self.max_long if max(counts) > self.max_prefill else self.max_prefill
+        if len(counts) != self.rows or max(counts) > limit or max(lengths) + width > self.max_len:
+            return None
+        if width not in self.prefills:
+            self.evict()  # a capture's warm-up runs write columns of every row
+            try:
+                self.prefills[width] = ScratchPrefill(self, width, self.use_graph)
+            except RuntimeError as error:  # capture failed: prefill eagerly from now on
+                log.warning("CUDA graph capture of a %d x %d-token prefill failed (%s)", self.rows, width, error)
+                self.errors.append(f"prefill {self.rows} x {width} tokens: {error}")
+                self.max_prefill = self.max_long = 0
+                return None
+        return self.prefills[width]
+
+    def _holds(self, cache: SessionCache, row: int) -> bool:
+        """Whether `cache` is a view of this scratch's `row` (stored there by store() and not rebuilt)."""
+        stacked = cache.stacked()
+        return stacked is not None and stacked[0].data_ptr() == self.keys_all[0, row].data_ptr() and (
+            stacked[1].data_ptr() == self.values_all[0, row].data_ptr())
+
+    def evict(self, rows: Sequence[int] | None = None) -> None:
+        """Give the sessions that are views of these rows (all: None) their own copy before the rows are
+        overwritten. One clone per K/V, as store() did before rows were kept in place."""
+        for row in range(self.rows) if rows is None else rows:
+            owner = self.owners[row]() if self.owners[row] is not None else None
+            if owner is not None and self._holds(owner, row):
+                keys, values = owner.stacked()
+                owner.adopt(keys.clone(), values.clone())
+            self.owners[row] = None
 
     def load(self, caches: Sequence[SessionCache]) -> None:
-        """Copy each session's context into its row and open its columns in the mask."""
+        """Bring each session's context into its row and open its columns in the mask. A session that
+        is already a view of its row (stored there last call) needs no copy; any other owner of a row
+        being overwritten gets its own copy first."""
+        in_place = [self._holds(cache, row) for row, cache in enumerate(caches)]
+        self.evict([row for row, kept in enumerate(in_place) if not kept])  # clones queue before copies
         targets, sources = [], []
         for row, cache in enumerate(caches):
             length = cache.length
-            if length == 0:
+            if length == 0 or in_place[row]:
                 continue
             stacked = cache.stacked()
             if stacked is not None:  # stored by store(): one copy per K/V for all layers
@@ -158,6 +192,20 @@ class GraphedDecoder:
 
     @torch.no_grad()
     def prefill_rows(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Batched prefill after load(): the graph of the bucketed width when prefill_graph() made one
+        that fits, else eager."""
+        counts = [e.shape[0] for e in embeds]
+        width = prefill_bucket(max(counts), self.max_prefill)
+        graph = self.prefills.get(width) if len(counts) == self.rows and max(counts) <= max(
+            self.max_prefill, self.max_long) and max(self.lengths) + width <= self.max_len else None
+        if graph is None:
+            return self._eager_prefill_rows(embeds)
+        hidden = graph.run(embeds, self.lengths)
+        self.lengths = [length + count for length, count in zip(self.lengths, counts)]
+        self._open_columns()
+        return hidden
+
+    def _eager_prefill_rows(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
         """Eager batched prefill on the scratch after load(): row r's (T_r, hidden) new embeddings go
         right-padded at positions lengths[r] onward, each token seeing its row's context and the new
         tokens up to itself. Padding tokens write columns past the row's end that stay masked (the next
@@ -203,64 +251,25 @@ class GraphedDecoder:
         return self.hidden.clone()
 
     def store(self, caches: Sequence[SessionCache]) -> None:
-        """Give each session whose row grew since load() its whole row (context + new columns): one
-        clone per K/V for all layers instead of a concatenation per layer."""
+        """Each session whose row grew since load() becomes a view of its whole row (context + new
+        columns), no copy: the row stays its own until another session is loaded there (evict()).
+        Decode steps and padded prefills only write columns past a row's length, which no view covers."""
         for row, cache in enumerate(caches):
             length = self.lengths[row]
             if length > self.starts[row]:
-                cache.adopt(self.keys_all[:, row:row + 1, :, :length].clone(),
-                            self.values_all[:, row:row + 1, :, :length].clone())
-
-
-class ScratchPrefill:
-    """`count` new tokens of row 0 onto a GraphedDecoder's scratch, replayed as a graph."""
-
-    def __init__(self, decoder: GraphedDecoder, count: int, use_graph: bool):
-        text_model = decoder.text_model
-        device, dtype = text_model.device, text_model.dtype
-        self.decoder, self.count = decoder, count
-        self.embeds = torch.zeros((1, count, text_model.config.hidden_size), dtype=dtype, device=device)
-        self.position = torch.zeros((1, count), dtype=torch.long, device=device)
-        self.mask = torch.full((1, 1, count, decoder.max_len), torch.finfo(dtype).min, dtype=dtype, device=device)
-        self.kv = StaticKV(decoder.keys, decoder.values, self.position)
-        self.extra = {"cache_position": self.position[0]} if decoder._extra else {}
-        self.columns = torch.arange(decoder.max_len, device=device)
-        self.offsets = torch.arange(count, device=device)
-        self.graph, self.hidden = None, None
-        if use_graph:
-            with torch.no_grad():
-                self.graph, self.hidden = capture_graph(self._body)
-
-    def _body(self) -> torch.Tensor:
-        text_model = self.decoder.text_model
-        out = text_model.decoder(
-            inputs_embeds=self.embeds, attention_mask={"full_attention": self.mask}, position_ids=self.position,
-            use_cache=True, **{text_model._cache_arg: self.kv}, **self.extra)
-        self.hidden = out.last_hidden_state[:, -1]
-        return self.hidden
-
-    @torch.no_grad()
-    def run(self, embeds: torch.Tensor, length: int) -> torch.Tensor:
-        """Tokens at positions length .. length+count-1, each seeing the context and the new tokens up to it."""
-        self.embeds.copy_(embeds.unsqueeze(0))
-        rows = self.offsets + length
-        self.position.copy_(rows.unsqueeze(0))
-        visible = self.columns.unsqueeze(0) <= rows.unsqueeze(1)
-        self.mask.copy_(torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min).view_as(self.mask))
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self._body()
-        return self.hidden.clone()
+                cache.adopt(self.keys_all[:, row:row + 1, :, :length], self.values_all[:, row:row + 1, :, :length])
+                self.owners[row] = weakref.ref(cache)
 
 
 class GraphStepper:
     """Stepper whose prefill is eager (in place or ragged) and whose decode steps use a GraphedDecoder."""
 
-    def __init__(self, caches: Sequence[SessionCache], decoder: GraphedDecoder, turn_tokens: int = 256):
+    def __init__(self, caches: Sequence[SessionCache], decoder: GraphedDecoder, turn_tokens: int = 256,
+                 head_decoder: GraphedDecoder | None = None):
         self.caches, self.decoder = list(caches), decoder
         self.text_model = caches[0].text_model
         self.turn_tokens = turn_tokens  # segments up to this long are batched whole
+        self.head_decoder = head_decoder  # one row: long segment heads as a graph (else eagerly)
 
     def prefill(self, embeds) -> torch.Tensor:
         if len(self.caches) == 1:
@@ -274,9 +283,17 @@ class GraphStepper:
         # a long segment (a window's memory) prefills its head alone first, so the batch is not padded
         # to its length: one such row would otherwise make every row's prefill ~8x longer.
         width = batch_width([e.shape[0] for e in embeds], self.turn_tokens)
-        embeds = prefill_long_heads(self.caches, embeds, width)
+        embeds = prefill_long_heads(self.caches, embeds, width, self._prefill_head)
+        self.decoder.prefill_graph([c.length for c in self.caches], [e.shape[0] for e in embeds])
         self.decoder.load(self.caches)
         return self.decoder.prefill_rows(embeds)
+
+    def _prefill_head(self, cache: SessionCache, embeds: torch.Tensor) -> None:
+        head = self.head_decoder
+        if head is not None and head.prefill_one(cache, embeds) is not None:
+            head.store([cache])  # the row (context + head) back to the session, one copy per K/V
+        else:
+            cache.prefill(embeds)
 
     def advance(self, tokens, active) -> torch.Tensor:
         return self.decoder.step(tokens, active)
@@ -292,18 +309,26 @@ def batch_width(counts: Sequence[int], turn_tokens: int) -> int:
 
 
 def scratch_need(lengths: Sequence[int], counts: Sequence[int], turn_tokens: int) -> int:
-    """Scratch columns a batched prefill uses: a row ends at length + max(count, width) (padding)."""
+    """Scratch columns a batched prefill uses: a row ends at length + max(count, width), the width
+    padded to its graph bucket (a graph that would not fit runs eagerly on max(counts) instead)."""
     width = batch_width(counts, turn_tokens) if len(counts) > 1 else max(counts)
+    width = prefill_bucket(width, turn_tokens)
     return max(length + max(count, width) for length, count in zip(lengths, counts))
 
 
-def prefill_long_heads(caches: Sequence[SessionCache], embeds, width: int) -> list[torch.Tensor]:
-    """Rows longer than `width` tokens: prefill all but their last `width` tokens in place (one row
-    each, the same math split in two chunks); returns what is left to batch, at most `width` per row."""
+def prefill_long_heads(caches: Sequence[SessionCache], embeds, width: int,
+                       prefill: Callable[[SessionCache, torch.Tensor], object] | None = None) -> list[torch.Tensor]:
+    """Rows longer than `width` tokens: prefill all but their last `width` tokens first (one row
+    each, with `prefill(cache, embeds)`, default eager in place: the same math split in two chunks);
+    returns what is left to batch, at most `width` per row."""
     rest = []
     for cache, row in zip(caches, embeds):
         if row.shape[0] > width:
-            cache.prefill(row[: row.shape[0] - width])
+            head = row[: row.shape[0] - width]
+            if prefill is None:
+                cache.prefill(head)
+            else:
+                prefill(cache, head)
             row = row[row.shape[0] - width:]
         rest.append(row)
     return rest
