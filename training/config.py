@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 TUNABLE_PARTS = ("mm_vision_tower", "mm_mlp_adapter", "mm_language_model")
-SOURCE_KINDS = ("store", "streamvln", "llava_qa", "interleaved")
+SOURCE_KINDS = ("store", "streamvln", "llava_qa", "interleaved", "scene_qa")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention", "sdpa_varlen")
+COMPILE_SHAPES = ("static", "auto", "dynamic")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 
 @dataclass
@@ -68,7 +70,8 @@ class DataSourceConfig:
 
     # "store" (episode store), "streamvln" (StreamVLN-layout folder), "llava_qa" (LLaVA video/image QA
     # json; options: media_root, num_frames, image_size, task_type), "interleaved" (image-text jsonl;
-    # options: image_root, max_images, image_size)
+    # options: image_root, max_images, image_size), "scene_qa" (msgpack of `streamvln collect-scene-qa`;
+    # options: image_size)
     kind: str
     path: str
     weight: float = 1.0
@@ -98,6 +101,7 @@ class DataConfig:
     prefetch_factor: int = 2  # used only with num_workers > 0
     refresh_every: int = 0  # online mode: re-read the growing store every N batches (0: never)
     batches_per_epoch: int = 1000  # the mixture draws with replacement; an epoch is this many batches
+    blank_instructions: bool = False  # instruction-blind ablation: navigation prompts without the instruction
 
     def validate(self) -> None:
         for index, source in enumerate(self.sources):
@@ -118,7 +122,15 @@ class SpeedConfig:
     ce_chunk_tokens: int = 4096  # rows of the assistant-only CE done at once
     packing: bool = False  # padding-free: one row per micro batch, block-diagonal causal attention
     compile_blocks: bool = False  # torch.compile each LM decoder layer
+    compile_vision_tower: bool = False  # torch.compile each vision tower block (frames vary: dynamic shapes)
     attn_implementation: str = "sdpa"  # LM attention: sdpa | eager | flex_attention | sdpa_varlen (needs packing)
+    # Pad the packed row up to a multiple of this many tokens (0: no padding). With compile_shapes
+    # "static" every distinct length is a compile: buckets keep that to a few (the padding is masked).
+    pack_multiple: int = 0
+    # torch.compile shapes: "static" (dynamic=False: specialised kernels, one compile per length
+    # bucket), "auto" (dynamic=None: static first, one recompile with symbolic lengths), "dynamic".
+    compile_shapes: str = "auto"
+    compile_backend: str = "inductor"  # "eager" / "aot_eager" trace without code generation (tests)
 
     def validate(self) -> None:
         _require(self.checkpoint_every_n_layers >= 1, "speed.checkpoint_every_n_layers must be >= 1")
@@ -127,6 +139,11 @@ class SpeedConfig:
                  f"speed.attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attn_implementation!r}")
         _require(self.attn_implementation != "sdpa_varlen" or self.packing,
                  "speed.attn_implementation sdpa_varlen attends within packed samples: set speed.packing: true")
+        _require(self.pack_multiple >= 0, f"speed.pack_multiple must be >= 0, got {self.pack_multiple}")
+        _require(self.compile_shapes in COMPILE_SHAPES,
+                 f"speed.compile_shapes must be one of {COMPILE_SHAPES}, got {self.compile_shapes!r}")
+        _require(self.compile_backend in COMPILE_BACKENDS,
+                 f"speed.compile_backend must be one of {COMPILE_BACKENDS}, got {self.compile_backend!r}")
 
 
 @dataclass
@@ -135,6 +152,8 @@ class TrainConfig:
 
     model_preset: str = "tiny"  # agent.config.SlowFastConfig.preset name, used when model_path is empty
     model_path: str = ""  # a save_pretrained folder to start from
+    # SlowFastConfig fields set on the preset (random init only), e.g. {pooled_grid_size: 7}
+    model_overrides: dict[str, Any] = field(default_factory=dict)
     tunable_parts: tuple[str, ...] = ("mm_mlp_adapter", "mm_language_model")
     deepspeed_config: str = "configs/deepspeed/zero2.json"
     zero_stage: int | None = None  # overrides the JSON's zero_optimization.stage when set
@@ -174,6 +193,8 @@ class TrainConfig:
                  f"loss_normalization must be global_tokens|micro_batch, got {self.loss_normalization!r}")
         _require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         _require(bool(self.model_preset or self.model_path), "set model_preset or model_path")
+        _require(not (self.model_overrides and self.model_path),
+                 "model_overrides apply to a preset's random init; a model_path brings its own config")
         self.optim.validate()
         self.schedule.validate()
         self.data.validate()

@@ -133,7 +133,7 @@ def build_sources(data: DataConfig, sample_config=None) -> dict[str, Any]:
 
     if sample_config is None:
         sample_config = SampleConfig(num_frames=data.num_frames, num_future_steps=data.num_future_steps,
-                                     num_history=data.num_history)
+                                     num_history=data.num_history, blank_instruction=data.blank_instructions)
     sources: dict[str, Any] = {}
     for index, entry in enumerate(data.sources):
         if entry.label in sources:
@@ -198,6 +198,10 @@ def _qa_source(entry: DataSourceConfig, index: int):
 
     path = Path(_existing(entry, index))
     options = dict(entry.options)
+    if entry.kind == "scene_qa":
+        from rollout.qa.scene_qa import SceneQASource
+
+        return SceneQASource(path, name=entry.label, **options)
     if entry.kind == "llava_qa":
         from rollout.qa.llava_json import LlavaJsonSource, LlavaQAConfig
 

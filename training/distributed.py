@@ -37,7 +37,13 @@ def init_distributed() -> None:
     import torch.distributed as dist
 
     ensure_distributed_env()
-    if not dist.is_initialized():
+    if not dist.is_initialized() and int(os.environ["WORLD_SIZE"]) == 1:
+        # One process: an in-memory store needs no TCP rendezvous, so no other process (a test, an
+        # actor's ZMQ socket) can take the port between choosing and binding it. DeepSpeed then
+        # adopts this group instead of creating its own.
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    if not dist.is_initialized() or not deepspeed.comm.is_initialized():
         deepspeed.init_distributed(verbose=False)
 
 

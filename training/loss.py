@@ -26,6 +26,7 @@ class TokenLosses:
     loss: torch.Tensor  # scalar mean used for backward
     token_losses: torch.Tensor  # (N,) detached
     rows: torch.Tensor  # (N,) batch row of each labelled token
+    cols: torch.Tensor | None = None  # (N,) column of the hidden state that predicts it (packed rows: maps to samples)
 
 
 def shifted_label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,7 +50,7 @@ def assistant_only_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor,
     if targets.numel() == 0:
         # No labelled token in this micro batch: a zero loss that still touches the graph.
         zero = hidden.sum() * 0.0
-        return TokenLosses(zero, hidden.new_zeros(0, dtype=torch.float32), rows)
+        return TokenLosses(zero, hidden.new_zeros(0, dtype=torch.float32), rows, cols)
     selected = hidden[rows, cols]
     pieces = []
     for start in range(0, selected.shape[0], chunk_tokens):
@@ -60,7 +61,7 @@ def assistant_only_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor,
         else:
             pieces.append(_chunk_ce(lm_head, part, part_targets))
     token_losses = torch.cat(pieces)
-    return TokenLosses(token_losses.mean(), token_losses.detach(), rows)
+    return TokenLosses(token_losses.mean(), token_losses.detach(), rows, cols)
 
 
 def full_logits_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> TokenLosses:
@@ -68,7 +69,7 @@ def full_logits_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> Tok
     rows, cols, targets = shifted_label_positions(labels)
     token_losses = F.cross_entropy(logits[rows, cols].float(), targets, reduction="none")
     mean = token_losses.mean() if targets.numel() else logits.sum() * 0.0
-    return TokenLosses(mean, token_losses.detach(), rows)
+    return TokenLosses(mean, token_losses.detach(), rows, cols)
 
 
 def per_group_loss_sums(losses: TokenLosses, row_groups: list[str]) -> dict[str, tuple[float, int]]:

@@ -100,11 +100,26 @@ def decoder_layers(lm: nn.Module) -> list[nn.Module]:
     return [m for m in lm.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def compile_decoder_layers(model: nn.Module) -> int:
-    """torch.compile each LM decoder layer in place (regional compilation: fast to compile)."""
+# SpeedConfig.compile_shapes -> torch.compile(dynamic=...)
+_DYNAMIC = {"static": False, "auto": None, "dynamic": True}
+
+
+def compile_decoder_layers(model: nn.Module, shapes: str = "auto", backend: str = "inductor") -> int:
+    """torch.compile each LM decoder layer in place (regional compilation: one code object shared by
+    all layers, so every layer reuses the same compiled graph for a given input shape)."""
     layers = decoder_layers(language_model_of(model))
     for layer in layers:
-        layer.compile(dynamic=True)
+        layer.compile(dynamic=_DYNAMIC[shapes], backend=backend)
+    return len(layers)
+
+
+def compile_vision_layers(model: nn.Module, backend: str = "inductor") -> int:
+    """torch.compile each block outside the LM (the vision tower's encoder layers) in place; the frame
+    count varies per batch, so shapes are automatic (static first, symbolic after one change)."""
+    in_lm = {id(layer) for layer in decoder_layers(language_model_of(model))}
+    layers = [layer for layer in decoder_layers(model) if id(layer) not in in_lm]
+    for layer in layers:
+        layer.compile(dynamic=None, backend=backend)
     return len(layers)
 
 
@@ -118,7 +133,9 @@ def prepare_model(model: nn.Module, tunable_parts: Sequence[str], speed: SpeedCo
     if speed.gradient_checkpointing:
         info["checkpointed_layers"] = enable_activation_checkpointing(model, speed.checkpoint_every_n_layers)
     if speed.compile_blocks:
-        info["compiled_layers"] = compile_decoder_layers(model)
+        info["compiled_layers"] = compile_decoder_layers(model, speed.compile_shapes, speed.compile_backend)
+    if speed.compile_vision_tower:
+        info["compiled_layers"] += compile_vision_layers(model, speed.compile_backend)
     info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info["total_params"] = sum(p.numel() for p in model.parameters())
     return info

@@ -127,17 +127,19 @@ class TrainingModule(nn.Module):
         parts = self._parts
         embedded = parts.embed(batch)
         if self.speed.packing:
-            packed = pack_padded(embedded.inputs_embeds, embedded.attention_mask, embedded.labels)
-            # packed_bounds is read by the sdpa_varlen attention (training/attention.py); others ignore it.
-            hidden = parts.backbone(packed.inputs_embeds, None, packed.position_ids, packed_bounds=packed.bounds)
+            packed = pack_padded(embedded.inputs_embeds, embedded.attention_mask, embedded.labels,
+                                 self.speed.pack_multiple)
+            # The packed_* kwargs are read by the sdpa_varlen attention (training/attention.py); others ignore them.
+            hidden = parts.backbone(packed.inputs_embeds, None, packed.position_ids,
+                                    packed_cu_seqlens=packed.cu_seqlens, packed_max_seqlen=packed.max_seqlen)
             labels, sample_of = packed.labels, packed.sample_of_token
-            num_tokens = packed.position_ids.shape[1]
+            num_tokens = packed.real_tokens
         else:
             hidden = parts.backbone(embedded.inputs_embeds, embedded.attention_mask, embedded.position_ids)
             labels, sample_of = embedded.labels, None
             num_tokens = embedded.attention_mask.sum()
         losses = self._loss(hidden, labels, parts)
-        rows = losses.rows if sample_of is None else sample_of[_next_positions(labels)]
+        rows = losses.rows if sample_of is None else sample_of[losses.cols]  # no second nonzero (a sync)
         return StepLoss(losses.loss, losses.token_losses, rows, num_tokens)
 
     def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, parts: ModelParts) -> TokenLosses:
@@ -149,8 +151,3 @@ class TrainingModule(nn.Module):
 # Batch keys that describe the batch for logging and never go into the model.
 NON_MODEL_KEYS = frozenset({"task_type", "source"})
 
-
-def _next_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Column of every hidden state that predicts a labelled token (packed labels have one row)."""
-    _, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
-    return cols

@@ -7,6 +7,8 @@
   durable store, and PUBlishes weight announcements (repeated every second for late subscribers).
 - Training starts once the store holds `min_episodes`; the data stream re-reads the store every
   `data.refresh_every` batches, so new episodes join the mix (with QA sources as configured).
+- The time blocked on data is measured (training/data_wait.py): `data_wait_frac` per logged step in
+  TensorBoard / metrics.jsonl, totals in OnlineResult.data_wait and <out_dir>/online_stats.json.
 - Every `publish_every` optimizer steps the model is exported atomically to <run>/weights/v<N>/
   (save_pretrained into a temp folder, then rename) and announced as {version, path, sha256}.
   Version 0 is the starting model (published before waiting for data, so actors can begin DAgger). Episodes collected with
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
+from training.data_wait import DataWaitLogger, DataWaitTotals, TimedBatches
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class OnlineConfig:
     keep_versions: int = 3  # weight folders kept on disk (the newest ones)
     wait_timeout_s: float = 3600.0  # for min_episodes
     refresh_every: int = 10  # batches between store re-reads
+    curve_keys: str | None = None  # CURVE key directory (rollout/curve.py): only authorized actors connect
 
     def validate(self) -> None:
         for name in ("min_episodes", "publish_every", "keep_versions", "refresh_every"):
@@ -164,13 +168,17 @@ class TransportThread(threading.Thread):
 
         cfg = self.config
         allowed = frozenset(cfg.allowed_senders) if cfg.allowed_senders is not None else None
+        context, curve = self._security()
         try:
             receiver = EpisodeReceiver(ReceiverConfig(cfg.episodes_address, cfg.token, allowed, cfg.max_policy_lag),
-                                       newest_version=lambda: max(self.shared.newest_version, 0))
-            publisher = WeightPublisher(cfg.weights_address)
+                                       newest_version=lambda: max(self.shared.newest_version, 0),
+                                       context=context, curve=curve)
+            publisher = WeightPublisher(cfg.weights_address, context=context, curve=curve)
         except Exception as error:  # a taken port: report it to the training thread
             self.error = error
             self.ready.set()
+            if curve is not None:
+                curve.stop()
             return
         self.receiver_stats = receiver.stats
         self.shared.addresses = {"episodes": receiver.address, "weights": publisher.address}
@@ -198,6 +206,25 @@ class TransportThread(threading.Thread):
                 publisher.stop()
             receiver.close()
             publisher.close()
+            if curve is not None:
+                curve.stop()
+
+    def _security(self):
+        """(context, CurveServer or None): CURVE sockets get their own context with a ZAP authenticator."""
+        import zmq
+
+        from agent.serving.server import is_local_endpoint
+        from rollout.curve import CurveServer
+
+        cfg = self.config
+        if cfg.curve_keys is None:
+            for address in (cfg.episodes_address, cfg.weights_address):
+                if not is_local_endpoint(address):
+                    log.warning("online learner binds %s without CURVE keys: any host that reaches it can "
+                                "connect (the run token is sent in clear)", address)
+            return None, None
+        context = zmq.Context()
+        return context, CurveServer(cfg.curve_keys, context)
 
 
 # ---------------------------------------------------------------------- the online learner
@@ -209,6 +236,15 @@ class OnlineResult:
     rejected: dict[str, int]
     last_scalars: dict[str, float]
     final_weights: Path | None
+    data_wait: dict[str, float] = field(default_factory=dict)  # DataWaitTotals.as_dict()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "versions": self.versions, "episodes": self.episodes_ingested,
+                "rejected": self.rejected, "weights": str(self.final_weights), "data_wait": self.data_wait}
+
+
+class StopRequested(Exception):
+    """The online learner was asked to stop (a signal) before training began."""
 
 
 class OnlineLearner:
@@ -223,6 +259,8 @@ class OnlineLearner:
         self.shared = _Shared()
         self.learner = None
         self.last_published: Path | None = None
+        self.wait_totals = DataWaitTotals()
+        self.stop_event = threading.Event()  # set (e.g. by a signal handler) to abort the wait for data
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -245,12 +283,16 @@ class OnlineLearner:
         return self.addresses
 
     def wait_for_data(self) -> None:
-        deadline = time.monotonic() + self.online.wait_timeout_s
+        started = time.monotonic()
+        deadline = started + self.online.wait_timeout_s
         while len(self.store) < self.online.min_episodes:
+            if self.stop_event.is_set():
+                raise StopRequested("online learner: stopped while waiting for the store minimum")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"online learner: store {self.store.root} holds {len(self.store)} episodes "
                                    f"after {self.online.wait_timeout_s:.0f} s, need {self.online.min_episodes}")
             time.sleep(0.5)
+        self.wait_totals.startup_wait_s += time.monotonic() - started
 
     def run(self) -> OnlineResult:
         from training.checkpoint import latest_checkpoint
@@ -264,19 +306,27 @@ class OnlineLearner:
                                                self.online.keep_versions), version=0)
             self.wait_for_data()
             self.learner = build_learner(self.train_config, on_publish=self._on_publish)
+            timed = TimedBatches(self.learner.batches, self.wait_totals)
+            self.learner.batches, self.learner.logger = timed, DataWaitLogger(self.learner.logger, timed)
             if self.resume and latest_checkpoint(self.out_dir / "checkpoints") is not None:
                 self.learner.load_checkpoint()
                 log.info("online learner resumed at step %d", self.learner.step)
             if self.shared.newest_version < 0:
                 self._publish()  # version 0: the starting weights, so actors can begin DAgger
             scalars = self.learner.train()
+            timed.finish()
             published_last_step = self.learner.step % self.train_config.publish_every == 0
             final = self.last_published if published_last_step else self._publish()
         finally:
             self.stop()
         stats = self.thread.receiver_stats
-        return OnlineResult(self.learner.step, self.shared.newest_version + 1, self.shared.ingested,
-                            dict(stats.rejected) if stats else {}, scalars, final)
+        result = OnlineResult(self.learner.step, self.shared.newest_version + 1, self.shared.ingested,
+                              dict(stats.rejected) if stats else {}, scalars, final, self.wait_totals.as_dict())
+        if self.learner.rank == 0:
+            (self.out_dir / "online_stats.json").write_text(json.dumps(result.as_dict(), indent=1))
+        log.info("online learner: data wait %.1f%% of %.1f s training (startup wait %.1f s)",
+                 100 * self.wait_totals.data_wait_frac, self.wait_totals.train_s, self.wait_totals.startup_wait_s)
+        return result
 
     def _on_publish(self, step: int, model) -> None:
         del step, model  # the learner exports its own (possibly ZeRO-3 partitioned) model

@@ -2,7 +2,12 @@
 
 Position ids restart at 0 for each sample. With attention_mask=None, transformers (masking_utils
 `find_packed_sequence_indices`) turns restarting position ids into a block-diagonal causal mask for
-SDPA / FlexAttention, so no sample attends to another and no FLOP is spent on padding.
+SDPA / FlexAttention, so no sample attends to another and no FLOP is spent on padding; the
+sdpa_varlen attention (training/attention.py) reads `cu_seqlens` instead.
+
+Bucketing (`multiple` > 0): the packed row is padded up to a multiple of `multiple` tokens, so
+torch.compile with static shapes sees a few lengths instead of a new one every step. The padding is
+one extra trailing "sample" (its own causal block: no real token attends to it), label -100 (no loss).
 """
 
 from __future__ import annotations
@@ -16,33 +21,61 @@ from training.loss import IGNORE_INDEX
 
 @dataclass
 class Packed:
-    inputs_embeds: torch.Tensor  # (1, N, H)
+    inputs_embeds: torch.Tensor  # (1, N, H), N = real tokens + bucket padding
     position_ids: torch.Tensor  # (1, N)
-    labels: torch.Tensor  # (1, N); the first token of each sample is IGNORE_INDEX
-    sample_of_token: torch.Tensor  # (N,) batch row each packed token came from
-    bounds: tuple[int, ...]  # start of each sample and the total, as Python ints (0, n0, n0 + n1, ...)
+    labels: torch.Tensor  # (1, N); the first token of each sample and all padding are IGNORE_INDEX
+    sample_of_token: torch.Tensor  # (N,) batch row each packed token came from (padding: the last row)
+    bounds: tuple[int, ...]  # start of each sample and the real total, as Python ints (0, n0, n0 + n1, ...)
+    cu_seqlens: torch.Tensor  # int32 (S + 1,), (S + 2,) with buckets (padding block, maybe empty): starts and N
+    max_seqlen: int  # an upper bound of any block's length (N: stable under bucketing, no recompiles)
+
+    @property
+    def real_tokens(self) -> int:
+        return self.bounds[-1]
 
 
-def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> Packed:
-    """Keep tokens where attention_mask is 1 (left or right padding), in order, one sample after another."""
+def bucketed_length(tokens: int, multiple: int) -> int:
+    """`tokens` rounded up to a multiple of `multiple` (0 or 1: unchanged)."""
+    if multiple <= 1:
+        return tokens
+    return -(-tokens // multiple) * multiple
+
+
+def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                multiple: int = 0) -> Packed:
+    """Keep tokens where attention_mask is 1 (left or right padding), in order, one sample after another;
+    then pad the row to a multiple of `multiple` tokens (0: no padding)."""
     valid = attention_mask.bool()
     lengths = valid.sum(dim=1)
-    host_lengths = lengths.tolist()  # one sync; packing has data-dependent shapes anyway
+    host_lengths = lengths.tolist()  # the one sync: packing has data-dependent shapes anyway
     if min(host_lengths) == 0:
         raise ValueError("cannot pack a micro batch with an empty sample (attention_mask all zero)")
     bounds = [0]
     for length in host_lengths:
         bounds.append(bounds[-1] + length)
+    real = bounds[-1]
+    total = bucketed_length(real, multiple)
+    pad = total - real
     rows, _ = torch.nonzero(valid, as_tuple=True)
     starts = torch.cumsum(lengths, 0) - lengths
-    positions = torch.arange(rows.numel(), device=rows.device) - starts[rows]
+    positions = torch.arange(real, device=rows.device) - starts[rows]
     packed_labels = labels[valid].clone()
     # A sample's first token would otherwise be "predicted" from the previous sample's last token.
     packed_labels[starts] = IGNORE_INDEX
+    embeds = inputs_embeds[valid]
+    # With buckets the padding block is always there (maybe empty): the cu_seqlens shape stays fixed.
+    cu_bounds = bounds + ([total] if multiple > 1 else [])
+    if pad:
+        embeds = torch.cat([embeds, embeds.new_zeros(pad, embeds.shape[-1])])
+        positions = torch.cat([positions, torch.arange(pad, device=rows.device)])
+        packed_labels = torch.cat([packed_labels, packed_labels.new_full((pad,), IGNORE_INDEX)])
+        rows = torch.cat([rows, rows.new_full((pad,), len(host_lengths) - 1)])
     return Packed(
-        inputs_embeds=inputs_embeds[valid].unsqueeze(0),
+        inputs_embeds=embeds.unsqueeze(0),
         position_ids=positions.unsqueeze(0),
         labels=packed_labels.unsqueeze(0),
         sample_of_token=rows,
         bounds=tuple(bounds),
+        cu_seqlens=torch.tensor(cu_bounds, dtype=torch.int32).to(inputs_embeds.device, non_blocking=True),
+        max_seqlen=total,
     )

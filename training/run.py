@@ -41,7 +41,7 @@ def build_model_and_processor(config: TrainConfig) -> tuple[torch.nn.Module, Any
         model = SlowFastForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=dtype)
         processor = SlowFastProcessor.from_pretrained(path)
     else:
-        model_config = SlowFastConfig.preset(config.model_preset)
+        model_config = SlowFastConfig.preset(config.model_preset, **config.model_overrides)
         model = SlowFastForCausalLM(model_config)
         processor = SlowFastProcessor.from_config(model_config)
     return model, processor

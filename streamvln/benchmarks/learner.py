@@ -4,25 +4,38 @@ Runs (same synthetic batches, same LM shape, same FLOP formula: training/flops.p
 - `baseline_hf`: a plain transformers Qwen2ForCausalLM + deepspeed.initialize (ZeRO-2, bf16, SDPA,
   activation checkpointing, DeepSpeed's AdamW), `engine(**batch).loss` on padded token batches
   (full logits). What a user gets from Hugging Face + DeepSpeed out of the box.
+- `baseline_hf_packed` (--baseline-packed): the same, padding-free as transformers'
+  DataCollatorWithFlattening lays batches out (one row, restarting position ids): no FLOPs on padding.
 - `learner_lm[:<levers>]`: our Learner on the same HF LM and the same token batches, per lever set.
 - `learner_slowfast[:<levers>]`: our Learner on the full SlowFast model (vision tower + projector +
   LM) with frames whose visual tokens give the same LM lengths; its MFU counts the vision tower.
 Lever sets are `+`-joined names: aolog (assistant-only logits), pack (padding-free packing),
-compile (torch.compile of the LM blocks), ckpt<N> (checkpoint every N-th layer; ckpt0 = none),
-flex (FlexAttention instead of SDPA), varlen (packing + SDPA causal kernels per packed sample). Tokens are real LM tokens (no padding) per second.
+compile (torch.compile of the LM blocks), vcompile (of the vision tower blocks), ckpt<N> (checkpoint every N-th layer; ckpt0 = none), mb<N> (this variant's micro batch),
+flex (FlexAttention instead of SDPA), varlen (packing + one fused varlen flash-attention call per layer
+on CUDA), bucket<N> (pad the packed row to a multiple of N tokens), static / dynamic (compile shapes;
+default automatic), zero<N> (this variant's ZeRO stage). Tokens are real LM tokens (no padding) per second.
+Robust for one timed GPU call: the JSON file (--json FILE) is rewritten after every run ("partial":
+true until the end), one summary line per run goes to stderr as it finishes, --run-budget-s stops a
+run's timed steps early (reported as steps_timed / budget_hit), warmup_s shows the compile time and
+compiled_graphs / graph_breaks what torch.compile built during the run (a later run with the same LM
+shapes reuses the graphs of an earlier one).
+Each run also reports `mfu_lm_head_all_tokens` (lm_head counted on every token, the 6 x params x tokens
+convention of DESIGN.md's reference numbers); --profile-dir adds a torch.profiler table per run and
+`gpu_busy_fraction` (kernel time / wall time: low means host-bound). A run that runs out of GPU memory
+is reported as {"error": ...} and the benchmark goes on.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import resource
-import tempfile
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
-from training.flops import H100_BF16_DENSE_FLOPS, FlopCounter, LMShape, mfu  # standard library only
+from streamvln.benchmarks.learner_runners import BaselineRunner, LearnerRunner, flatten_like_hf  # noqa: F401 (re-export)
+from training.flops import H100_BF16_DENSE_FLOPS, mfu  # standard library only
 
 if TYPE_CHECKING:  # torch, yaml and the learner are imported where used: `streamvln --help` stays fast
     from training.config import SpeedConfig
@@ -30,7 +43,8 @@ if TYPE_CHECKING:  # torch, yaml and the learner are imported where used: `strea
 
 NAME = "learner"
 HELP = "learner tokens/s, samples/s, MFU, peak memory vs the Hugging Face + DeepSpeed ZeRO-2 baseline"
-LEVER_NAMES = ("aolog", "pack", "compile", "flex", "varlen", "ckpt<N>")
+LEVER_NAMES = ("aolog", "pack", "compile", "vcompile", "flex", "varlen", "ckpt<N>", "mb<N>", "bucket<N>",
+               "static", "dynamic", "zero<N>")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 (default: on with CUDA, off on the CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline-packed", action=argparse.BooleanOptionalAction, default=False,
+                        help="also run the baseline padding-free (Hugging Face's DataCollatorWithFlattening layout)")
+    parser.add_argument("--profile-dir", default="",
+                        help="write a torch.profiler table and the GPU-busy fraction of 2 extra steps per run here")
+    parser.add_argument("--baseline-last", action=argparse.BooleanOptionalAction, default=False,
+                        help="run the baselines after our variants (a timeout then costs a baseline, not ours)")
+    parser.add_argument("--run-budget-s", type=float, default=0.0,
+                        help="stop a run's timed steps once they took this long (0: all --steps)")
 
 
 def parse_levers(text: str, grad_ckpt: bool) -> SpeedConfig:
@@ -69,10 +91,16 @@ def parse_levers(text: str, grad_ckpt: bool) -> SpeedConfig:
             speed.packing = True
         elif lever == "compile":
             speed.compile_blocks = True
+        elif lever == "vcompile":
+            speed.compile_vision_tower = True
         elif lever == "flex":
             speed.attn_implementation = "flex_attention"
         elif lever == "varlen":
             speed.attn_implementation, speed.packing = "sdpa_varlen", True
+        elif lever.startswith("bucket") and lever[6:].isdigit():
+            speed.pack_multiple = int(lever[6:])
+        elif lever in ("static", "dynamic"):
+            speed.compile_shapes = lever
         elif lever.startswith("ckpt") and lever[4:].isdigit():
             every = int(lever[4:])
             speed.gradient_checkpointing = every > 0
@@ -81,6 +109,30 @@ def parse_levers(text: str, grad_ckpt: bool) -> SpeedConfig:
             raise ValueError(f"unknown lever {lever!r} in --variants; known: {LEVER_NAMES}")
     speed.validate()
     return speed
+
+
+def split_zero_stage(variant: str, default: int) -> tuple[str, int]:
+    """`aolog+varlen+zero0` -> ("aolog+varlen", 0): a variant may use its own ZeRO stage (one GPU:
+    stage 0 skips ZeRO's gradient bucket copies)."""
+    levers, stage = [], default
+    for lever in filter(None, variant.split("+")):
+        if lever in ("zero0", "zero1", "zero2", "zero3"):
+            stage = int(lever[4:])
+        else:
+            levers.append(lever)
+    return "+".join(levers), stage
+
+
+def split_micro_batch(variant: str, default: int) -> tuple[str, int]:
+    """`aolog+varlen+mb4` -> ("aolog+varlen", 4): a variant may train at its own micro batch (same
+    sample-length distribution as the baseline's batches; tokens/s stays comparable)."""
+    levers, micro_batch = [], default
+    for lever in filter(None, variant.split("+")):
+        if lever.startswith("mb") and lever[2:].isdigit() and int(lever[2:]) >= 1:
+            micro_batch = int(lever[2:])
+        else:
+            levers.append(lever)
+    return "+".join(levers), micro_batch
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -95,34 +147,79 @@ def run(args: argparse.Namespace) -> dict:
     cuda = torch.cuda.is_available()
     bf16 = cuda if args.bf16 is None else args.bf16
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    speeds = {v: parse_levers(v, args.grad_ckpt) for v in variants}  # bad levers fail before any work
-    shape = SyntheticShape(args.micro_batch, args.seq, args.min_seq_fraction)
-    shape.validate()
+    stages = {v: split_zero_stage(v, args.zero_stage) for v in variants}
+    plans = {v: split_micro_batch(stages[v][0], args.micro_batch) for v in variants}
+    speeds = {v: parse_levers(levers, args.grad_ckpt) for v, (levers, _) in plans.items()}  # fail before any work
+    shapes = {mb: SyntheticShape(mb, args.seq, args.min_seq_fraction) for mb in {args.micro_batch} | {
+        mb for _, mb in plans.values()}}
+    for shape in shapes.values():
+        shape.validate()
     preset = SlowFastConfig.preset(args.preset)
     init_distributed()  # one process, or every rank under torchrun / the deepspeed launcher
     world = world_size()
-    pools = _batch_pools(preset, shape, args.seed, args.steps + args.warmup)
+    pools_by_mb = {mb: _batch_pools(preset, shape, args.seed, args.steps + args.warmup) for mb, shape in shapes.items()}
+    pools = pools_by_mb[args.micro_batch]
     result = {"preset": args.preset, "seq": args.seq, "micro_batch": args.micro_batch, "bf16": bf16,
               "zero_stage": args.zero_stage, "steps": args.steps, "warmup": args.warmup,
               "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
               "peak_flops": args.peak_flops, "world_size": world, "runs": {}}
     result["padding_fraction"] = _padding_fraction(pools["tokens"])
+    planned = []  # (name, runner factory, batch pool), in run order
     if args.baseline:
-        baseline = _BaselineRunner(preset, args, bf16)
-        result["baseline_optimizer"] = baseline.optimizer_name
-        result["runs"]["baseline_hf"] = _measure(baseline, pools["tokens"], args, world)
+        planned.append(("baseline_hf", partial(BaselineRunner, preset, args, bf16), pools["tokens"]))
+    if args.baseline and args.baseline_packed:
+        planned.append(("baseline_hf_packed", partial(BaselineRunner, preset, args, bf16, packed=True),
+                        pools["tokens"]))
     for variant, speed in speeds.items():
-        if args.lm:
-            runner = _LearnerRunner(preset, args, bf16, speed, slowfast=False)
-            result["runs"][f"learner_lm:{variant}"] = _measure(runner, pools["tokens"], args, world)
-        if args.slowfast:
-            runner = _LearnerRunner(preset, args, bf16, speed, slowfast=True)
-            result["runs"][f"learner_slowfast:{variant}"] = _measure(runner, pools["slowfast"], args, world)
-    base = result["runs"].get("baseline_hf")
-    for name, run_result in result["runs"].items():
-        if base and name != "baseline_hf":
-            run_result["speedup_vs_baseline"] = run_result["tokens_per_s"] / base["tokens_per_s"]
+        micro_batch = plans[variant][1]
+        own = pools_by_mb[micro_batch]
+        for slowfast, enabled in ((False, args.lm), (True, args.slowfast)):
+            if enabled:
+                name = f"learner_{'slowfast' if slowfast else 'lm'}:{variant}"
+                factory = partial(LearnerRunner, preset, args, bf16, speed, slowfast=slowfast, micro_batch=micro_batch,
+                                  zero_stage=stages[variant][1])
+                planned.append((name, factory, own["slowfast" if slowfast else "tokens"]))
+    if args.baseline_last:
+        planned.sort(key=lambda run_plan: run_plan[0].startswith("baseline"))  # stable: order otherwise kept
+    result["partial"] = True
+    for name, factory, pool in planned:
+        result["runs"][name] = _guarded(factory, pool, args, world, name.replace(":", "_"))
+        _add_speedups(result["runs"])
+        _report_run(name, result["runs"][name], args)
+        if name != planned[-1][0]:
+            _write_partial(result, args)
+    result.pop("partial")
     return result
+
+
+def _add_speedups(runs: dict[str, dict]) -> None:
+    base = runs.get("baseline_hf")
+    if not base or "tokens_per_s" not in base:
+        return
+    for name, run_result in runs.items():
+        if name != "baseline_hf" and "tokens_per_s" in run_result:
+            run_result["speedup_vs_baseline"] = run_result["tokens_per_s"] / base["tokens_per_s"]
+
+
+def _report_run(name: str, run_result: dict, args: argparse.Namespace) -> None:
+    """One line per finished run on stderr (stdout carries the final JSON)."""
+    import sys
+
+    keys = ("tokens_per_s", "mfu", "speedup_vs_baseline", "step_s", "warmup_s", "steps_timed", "compiled_graphs", "graph_breaks",
+            "peak_memory_gib", "gpu_busy_fraction", "error")
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in run_result.items() if k in keys}
+    print(f"[bench learner] {name}: {shown}", file=sys.stderr, flush=True)
+
+
+def _write_partial(result: dict, args: argparse.Namespace) -> None:
+    """Rewrite --json FILE with the runs so far: a timeout or crash later still leaves these numbers."""
+    import json
+    from pathlib import Path
+
+    target = getattr(args, "json", None)
+    if target in (None, "-", ""):
+        return
+    Path(target).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 def _batch_pools(preset, shape: SyntheticShape, seed: int, count: int) -> dict[str, list[dict]]:
@@ -141,121 +238,47 @@ def _padding_fraction(pool: list[dict]) -> float:
     return 1.0 - real / total
 
 
-class _BaselineRunner:
-    """HF model + DeepSpeed as documented by both projects; nothing of ours in the step."""
+def _guarded(make_runner, pool: list[dict], args: argparse.Namespace, world: int, label: str) -> dict:
+    """One run; a failure (out of GPU memory, a compile error) is that run's result ({"error": ...}),
+    not the end of the benchmark: the other runs' numbers still come back."""
+    import torch
 
-    def __init__(self, preset, args: argparse.Namespace, bf16: bool):
-        import deepspeed
-        import torch
-        from transformers import Qwen2ForCausalLM
-
-        torch.manual_seed(args.seed)
-        text_config = copy.deepcopy(preset.text_config)
-        text_config._attn_implementation = "sdpa"
-        model = Qwen2ForCausalLM(text_config)
-        if args.grad_ckpt:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.counter = FlopCounter(LMShape.from_qwen2_config(text_config))
-        self.tokens_per_frame = 0
-        config = {"train_micro_batch_size_per_gpu": args.micro_batch, "gradient_accumulation_steps": 1,
-                  "gradient_clipping": 1.0, "bf16": {"enabled": bf16},
-                  "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
-                  "steps_per_print": 10**9}
-        self.optimizer_name = "deepspeed FusedAdam (AdamW)"
-        if torch.cuda.is_available():
-            try:
-                ds_config = {**config, "optimizer": {"type": "AdamW", "params": {"lr": 2e-5, "weight_decay": 0.0}}}
-                self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                                            config=ds_config)
-                return
-            except Exception as error:  # the fused op could not be built (nvcc/arch): say so, go on
-                self.optimizer_name = f"torch AdamW fused (DeepSpeed FusedAdam failed: {type(error).__name__})"
-        else:
-            self.optimizer_name = "torch AdamW"  # DeepSpeed's fused AdamW needs CUDA
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=torch.cuda.is_available() or None)
-        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-
-    def step(self, batch: dict) -> float:
-        inputs = {k: batch[k].to(self.engine.device, non_blocking=True)
-                  for k in ("input_ids", "labels", "attention_mask")}
-        loss = self.engine(**inputs).loss
-        self.engine.backward(loss)
-        self.engine.step()
-        return loss
-
-    def close(self) -> None:
-        if hasattr(self.engine, "destroy"):
-            self.engine.destroy()
-        del self.engine
+    # No torch._dynamo.reset() between runs: a later run with the same LM shapes reuses compiled layers.
+    graphs_before, breaks_before = _compiled_graphs(), _graph_breaks()
+    try:
+        runner = make_runner()
+    except Exception as error:  # noqa: BLE001 - reported in the result, the benchmark goes on
+        return _error_result(error)
+    try:
+        result = _measure(runner, pool, args, world, label)
+    except Exception as error:  # noqa: BLE001
+        result = _error_result(error)
+    result["compiled_graphs"] = _compiled_graphs() - graphs_before
+    result["graph_breaks"] = _graph_breaks() - breaks_before
+    try:
+        runner.close()
+    except Exception as error:  # noqa: BLE001 - a failed run may leave a half-built engine
+        result.setdefault("close_error", f"{type(error).__name__}: {error}"[:200])
+    del runner
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
 
 
-class _LearnerRunner:
-    def __init__(self, preset, args: argparse.Namespace, bf16: bool, speed: SpeedConfig, slowfast: bool):
-        import torch
+def _error_result(error: Exception) -> dict:
+    import logging
 
-        from training.config import TrainConfig
-        from training.learner import Learner
-        from training.modules import parts_for
-        from training.run import flop_counter_for
+    import torch
 
-        torch.manual_seed(args.seed)
-        model = _slowfast_model(preset, speed) if slowfast else _hf_lm(preset, speed)
-        parts = ("mm_mlp_adapter", "mm_language_model") if slowfast else ("mm_language_model",)
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench_learner_")
-        config = TrainConfig(tunable_parts=parts, zero_stage=args.zero_stage, micro_batch_size=args.micro_batch,
-                             bf16=bf16, steps=10**6, out_dir=self._tmp.name, progress=False, speed=speed,
-                             log_every=10**6)  # the benchmark times steps itself
-        needs_parts = speed.assistant_only_logits or speed.packing
-        self.feed = _Feed()
-        self.learner = Learner(config, model, self.feed, parts=parts_for(model) if needs_parts else None,
-                               flop_counter=flop_counter_for(model, parts))
-        self.learner.logger.close()
-        self.counter = self.learner.flop_counter
-        self.tokens_per_frame = int(getattr(model.config, "tokens_per_frame", 0) or 0)
-
-    def step(self, batch: dict) -> float:
-        """The learner's real step (NaN check, bookkeeping included) on the given batch."""
-        self.feed.batch = batch
-        return self.learner.train_step()["loss"]
-
-    def close(self) -> None:
-        if hasattr(self.learner.engine, "destroy"):  # frees ZeRO buffers and hooks before the next run
-            self.learner.engine.destroy()
-        del self.learner
-        self._tmp.cleanup()
+    logging.getLogger(__name__).exception("bench learner: run failed")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    first_line = (str(error).splitlines() or [""])[0][:200]
+    kind = "out of memory" if isinstance(error, torch.OutOfMemoryError) else type(error).__name__
+    return {"error": f"{kind}: {first_line}", "peak_memory_gib": peak}
 
 
-class _Feed:
-    """The benchmark hands each run the same batches: the learner's stream yields the one set here."""
-
-    batch: dict | None = None
-
-    def __next__(self) -> dict:
-        return self.batch
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def _hf_lm(preset, speed: SpeedConfig):
-    """The LM is built with SDPA; the learner switches it to the lever's attention (model_setup)."""
-    from transformers import Qwen2ForCausalLM
-
-    text_config = copy.deepcopy(preset.text_config)
-    text_config._attn_implementation = "sdpa"
-    return Qwen2ForCausalLM(text_config)
-
-
-def _slowfast_model(preset, speed: SpeedConfig):
-    from agent.modeling import SlowFastForCausalLM
-
-    return SlowFastForCausalLM(copy.deepcopy(preset))
-
-
-def _measure(runner, pool: list[dict], args: argparse.Namespace, world: int = 1) -> dict:
+def _measure(runner, pool: list[dict], args: argparse.Namespace, world: int = 1, label: str = "run") -> dict:
     """Warm up, then time `args.steps` steps; tokens, FLOPs and memory from the same batches.
 
     With several ranks every rank trains on the same batches (data parallel): throughput is world x
@@ -267,33 +290,91 @@ def _measure(runner, pool: list[dict], args: argparse.Namespace, world: int = 1)
 
     cuda = torch.cuda.is_available()
     batches = CyclingBatches(pool, pin_memory=cuda)
+    warmup_started = time.perf_counter()
     for _ in range(args.warmup):
         runner.step(next(batches))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    warmup_s = time.perf_counter() - warmup_started
     stats = StepStats()
     losses = []
+    budget = getattr(args, "run_budget_s", 0.0) or 0.0
     started = time.perf_counter()
     for _ in range(args.steps):
         batch = next(batches)
         stats.add_batch(batch, runner.tokens_per_frame)
         losses.append(runner.step(batch))
+        if budget and time.perf_counter() - started > budget:
+            break  # an upper bound on wall time (the GPU may still be running this step: timed below)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+    steps = len(losses)
     flops = runner.counter.step_flops(stats.sample_lengths, stats.labelled_tokens, stats.frames)
+    # DESIGN.md's reference MFU (6 x params x tokens) counts lm_head on every token: reported for comparison.
+    flops_all_logits = runner.counter.step_flops(stats.sample_lengths, stats.tokens, stats.frames)
     result = {
         "tokens_per_s": world * stats.tokens / seconds, "samples_per_s": world * stats.samples / seconds,
-        "step_s": seconds / args.steps, "mfu": mfu(flops, seconds, 1, args.peak_flops),
-        "model_tflop_per_step": flops / args.steps / 1e12, "loss_last": float(losses[-1]),
+        "step_s": seconds / steps, "mfu": mfu(flops, seconds, 1, args.peak_flops),
+        "mfu_lm_head_all_tokens": mfu(flops_all_logits, seconds, 1, args.peak_flops),
+        "model_tflop_per_step": flops / steps / 1e12, "loss_last": float(torch.as_tensor(losses[-1]).detach()),
+        "micro_batch": stats.samples // steps, "warmup_s": warmup_s, "steps_timed": steps,
+        "budget_hit": steps < args.steps,
         "peak_memory_gib": (torch.cuda.max_memory_allocated() if cuda else _cpu_peak_bytes()) / 2**30,
     }
-    runner.close()
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
+    if getattr(runner, "optimizer_name", None):
+        result["optimizer"] = runner.optimizer_name
+    if args.profile_dir:
+        try:  # a profiler failure (CUPTI) must not cost the measured numbers
+            result["gpu_busy_fraction"] = _profile(runner, batches, args.profile_dir, label)
+        except (RuntimeError, OSError) as error:
+            result["profile_error"] = f"{type(error).__name__}: {error}"[:300]
     return result
+
+
+def _profile(runner, batches, out_dir: str, label: str, steps: int = 2) -> float | None:
+    """Profile `steps` more steps; writes the op table to out_dir/<label>.txt and returns the fraction
+    of wall time the GPU ran kernels (low = host-bound: syncs, launches, Python between kernels; kernels
+    of several streams may overlap, so it can exceed 1 with communication overlap)."""
+    from pathlib import Path
+
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        for _ in range(steps):
+            runner.step(next(batches))
+        if cuda:
+            torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - started) * 1e6
+    averages = prof.key_averages()
+    sort_key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # Device-side events only (kernels, memcpy, memset): CPU ops also carry their kernels' time.
+    kernel_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    busy = kernel_us / wall_us if wall_us > 0 and cuda else None  # no device timeline on the CPU
+    path = Path(out_dir) / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in label)}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"{label}: {steps} steps, wall {wall_us / 1e3:.1f} ms, kernels {kernel_us / 1e3:.1f} ms, busy {busy}\n"
+    path.write_text(header + averages.table(sort_by=sort_key, row_limit=30, max_name_column_width=60))
+    return busy
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile built since the last torch._dynamo.reset() (one per shape bucket / recompile)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _graph_breaks() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(sum(counters["graph_break"].values()))
 
 
 def _cpu_peak_bytes() -> int:

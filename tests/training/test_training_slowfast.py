@@ -222,3 +222,23 @@ speed: {{gradient_checkpointing: false, packing: true, attn_implementation: sdpa
     assert losses("two") == pytest.approx(losses("one"), abs=1e-5)
     saved = tmp_path / "two" / "checkpoints" / "step_00000003"
     assert (saved / "rng_rank0.json").is_file() and (saved / "rng_rank1.json").is_file()
+
+
+@pytest.mark.slow
+def test_compiled_vision_tower_gives_the_eager_features(model_and_processor):
+    import copy
+
+    from training.config import SpeedConfig
+    from training.model_setup import prepare_model
+
+    eager = copy.deepcopy(model_and_processor[0]).eval()
+    compiled = copy.deepcopy(eager)
+    speed = SpeedConfig(gradient_checkpointing=False, compile_vision_tower=True)
+    info = prepare_model(compiled, ["mm_mlp_adapter", "mm_language_model"], speed)
+    assert info["compiled_layers"] == len(eager.vision_tower.encoder.layers) == 2  # LM blocks stay eager
+    size = eager.config.image_size
+    frames = torch.randint(0, 256, (3, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = eager.encode_frames(frames)
+        assert torch.allclose(compiled.encode_frames(frames), expected, atol=1e-4)
+        assert compiled.encode_frames(frames[:2]).shape == expected[:2].shape  # another frame count: no error
