@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from envs.episodes.io import Episode
 from rollout.actors import ActorStats, DaggerActor, DaggerConfig, episode_cycle, make_tasks
+from rollout.curve import CurveClientKeys
 from rollout.transport import Announcement, EpisodeSender, SenderConfig, WeightSubscriber
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ class ActorLoopConfig:
     wait_weights_s: float = 0.0  # wait this long for a first announcement before expert-only collection
     verify_sha: bool = True
     seed: int = 0
+    curve_keys: str | None = None  # CURVE key directory (rollout/curve.py); None: plain tcp
+    curve_client: str = "client"  # this actor's key pair name in curve_keys/clients/
+
+    @property
+    def curve(self) -> CurveClientKeys | None:
+        return CurveClientKeys(self.curve_keys, self.curve_client) if self.curve_keys else None
 
     def validate(self) -> None:
         if self.num_envs < 1:
@@ -69,8 +76,9 @@ class ActorLoop:
         self.config = config
         self.load_agent = load_agent
         self.verify = verify
-        self.sender = EpisodeSender(SenderConfig(config.episodes_address, config.actor_id, config.token))
-        self.subscriber = WeightSubscriber(config.weights_address)
+        self.sender = EpisodeSender(SenderConfig(config.episodes_address, config.actor_id, config.token,
+                                                 curve=config.curve))
+        self.subscriber = WeightSubscriber(config.weights_address, curve=config.curve)
         self.actor = DaggerActor(make_tasks(config.num_envs, config.width, config.height, config.hfov_deg,
                                             config.max_steps), None, config.dagger(0), policy_version=0)
         self.episodes = episodes
@@ -80,9 +88,10 @@ class ActorLoop:
         self.sent = 0
         self.refused = 0
         self.stop_requested: Callable[[], bool] = lambda: False
+        self._last_poll = 0.0
 
     def run(self) -> ActorStats:
-        first = self.subscriber.wait(self.config.wait_weights_s) if self.config.wait_weights_s > 0 else None
+        first = self._wait_first_weights()
         if first is not None:
             self._apply(first)
         try:
@@ -92,7 +101,21 @@ class ActorLoop:
             self.subscriber.close()
         return self.actor.stats
 
+    def _wait_first_weights(self) -> Announcement | None:
+        """Up to wait_weights_s for a first announcement; a stop request (signal) ends the wait."""
+        deadline = time.monotonic() + self.config.wait_weights_s
+        while time.monotonic() < deadline and not (self.stopped or self.stop_requested()):
+            announcement = self.subscriber.poll(200)
+            if announcement is not None:
+                return announcement
+        return None
+
     def _should_stop(self) -> bool:
+        """Checked every step: a signal, or a stop announcement (polled at most once a second)."""
+        now = time.monotonic()
+        if not self.stopped and now - self._last_poll > 1.0:
+            self._last_poll = now
+            self._poll_weights()
         return self.stopped or self.stop_requested()
 
     def _episodes(self) -> Iterator[Episode]:
@@ -136,7 +159,7 @@ class ActorLoop:
                  self.actor.config.beta)
 
     def _send(self, trajectory) -> None:
-        if self.sender.send(trajectory):
+        if self.sender.send(trajectory, abort=self._should_stop):
             self.sent += 1
         if self.config.max_episodes is not None and self.sent >= self.config.max_episodes:
             self.stopped = True

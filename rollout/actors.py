@@ -7,6 +7,12 @@ called), otherwise the policy's next action. Interventions (the original StreamV
   with its only STOP label, so an episode ends exactly when the expert says STOP);
 - after `intervene_after` consecutive steps where the executed policy action differs from the label,
   the expert drives for `intervention_steps` steps.
+Chunk labels (`label_chunk`, default 4 = the agent's actions per model call): the labels of steps
+t..t+3 (t a multiple of the chunk) are the expert's open-loop plan from the frame at t, the frame the
+model answers from. Per-step labels would make a chunk's later labels the expert's corrections at
+states the policy's own earlier actions reached: an answer no model can give from frame t (issue 7:
+with them DAgger lowered the expert agreement from 0.62 to 0.41). Where the plan runs out (STOP in
+the plan away from the goal) the per-step expert label is used; only a real STOP ends an episode.
 The policy is a StreamingAgent session per env; every action it returns is assumed executed in its
 context (the agent's KV cache holds its own answer even when the expert overrode a step), which is
 the usual DAgger approximation. Finished episodes are Trajectories (source "dagger", the executed
@@ -37,6 +43,7 @@ class DaggerConfig:
     intervene_after: int | None = None  # consecutive divergent policy steps before the expert takes over
     intervention_steps: int = 4  # steps the expert then drives
     seed: int = 0
+    label_chunk: int = 4  # steps labelled by one open-loop expert plan (1: per-step expert labels)
 
     def validate(self) -> None:
         if not 0.0 <= self.p <= 1.0:
@@ -47,6 +54,8 @@ class DaggerConfig:
             raise ValueError(f"DaggerConfig.intervene_after must be >= 1 or None, got {self.intervene_after}")
         if self.intervention_steps < 1:
             raise ValueError(f"DaggerConfig.intervention_steps must be >= 1, got {self.intervention_steps}")
+        if self.label_chunk < 1:
+            raise ValueError(f"DaggerConfig.label_chunk must be >= 1, got {self.label_chunk}")
 
     @property
     def beta(self) -> float:
@@ -66,6 +75,7 @@ class _EnvSlot:
     policy_version: int = 0
     beta: float = 1.0
     queue: list[int] = field(default_factory=list)  # the policy's remaining chunk
+    plan: list[int] = field(default_factory=list)  # the expert's open-loop labels for the rest of the chunk
     rgb: list[bytes] = field(default_factory=list)
     depth: list[np.ndarray] = field(default_factory=list)
     poses: list[np.ndarray] = field(default_factory=list)
@@ -79,7 +89,7 @@ class _EnvSlot:
 
     def clear(self) -> None:
         self.episode = self.observations = self.expert = self.session = self.agent = None
-        self.queue, self.rgb, self.depth, self.poses, self.labels, self.executed = [], [], [], [], [], []
+        self.queue, self.plan, self.rgb, self.depth, self.poses, self.labels, self.executed = [], [], [], [], [], [], []
         self.divergent = self.takeover_left = self.interventions = self.proposed = self.agreed = 0
 
 
@@ -136,9 +146,20 @@ class DaggerActor:
                     on_trajectory(trajectory)
                 if slot.episode is None:  # finished or discarded: the next episode
                     self._start_next(slot, pending)
+        for slot in self.slots:  # stopped early: episodes in progress are dropped
+            self._release(slot)
         return self.stats
 
+    @staticmethod
+    def _release(slot: _EnvSlot) -> None:
+        """Close the policy session of an agent that holds sessions elsewhere (a RemoteAgent)."""
+        release = getattr(slot.agent, "release", None)
+        if slot.session is not None and release is not None:
+            release(slot.session)
+        slot.session = None
+
     def _start_next(self, slot: _EnvSlot, pending: Iterator[Episode]) -> None:
+        self._release(slot)
         slot.clear()
         episode = next(pending, None)
         if episode is None:
@@ -176,12 +197,12 @@ class DaggerActor:
         if observations.get("depth") is not None:
             slot.depth.append(np.asarray(observations["depth"], dtype=np.float32))
         slot.poses.append(observations["pose"])
-        label = int(slot.expert.act(slot.task.backend.get_agent_state()))
+        expert_action, label = self._expert_and_label(slot)
         policy_action = slot.queue.pop(0) if slot.queue else None
         if policy_action is not None:
             slot.proposed += 1
             slot.agreed += int(policy_action == label)
-        action = self._choose(slot, label, policy_action)
+        action = self._choose(slot, expert_action, policy_action)
         slot.labels.append(label)
         slot.executed.append(action)
         self.stats.steps += 1
@@ -194,6 +215,18 @@ class DaggerActor:
             self.stats.discarded += 1
             slot.episode = None
         return None
+
+    def _expert_and_label(self, slot: _EnvSlot) -> tuple[int, int]:
+        """(the expert's action here, the label recorded for this step): see the module's chunk labels."""
+        state = slot.task.backend.get_agent_state()
+        if len(slot.labels) % self.config.label_chunk == 0:
+            slot.plan = [int(a) for a in slot.expert.plan(state, self.config.label_chunk)]
+        expert_action = int(slot.expert.act(state))
+        planned = slot.plan.pop(0) if slot.plan else None
+        if expert_action == Action.STOP or planned is None or planned == Action.STOP:
+            slot.plan = []
+            return expert_action, expert_action
+        return expert_action, planned
 
     def _choose(self, slot: _EnvSlot, label: int, policy_action: int | None) -> int:
         if label == Action.STOP or policy_action is None or slot.takeover_left > 0:

@@ -46,6 +46,8 @@ from rollout.dialogue import (
 # First words of an instruction that ask for a rotation before moving (remove_init_turns keeps the turns).
 TURN_VERBS = ("turn", "face", "rotate", "spin", "pivot", "veer")
 _TURN_ACTIONS = (int(Action.TURN_LEFT), int(Action.TURN_RIGHT))
+# What an instruction-blind model reads in place of every instruction (the prompt needs some text).
+BLANK_INSTRUCTION = "no instruction"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class SampleConfig:
     remove_init_turns: bool = False
     min_steps: int = 4  # shorter (trimmed) trajectories make no sample, as in StreamVLN
     seed: int = 0  # conjunction choice
+    # The instruction-blind ablation (issue 8): every prompt holds BLANK_INSTRUCTION instead of the
+    # instruction, so the model can only learn what vision and the action prior give (evaluate it
+    # with the same blank instruction: streamvln eval --blank-instructions).
+    blank_instruction: bool = False
 
     def validate(self) -> None:
         validate_window_recipe("SampleConfig", self.num_frames, self.num_future_steps, self.num_history)
@@ -158,7 +164,8 @@ def build_nav_sample(
     images = load_frames([offset + step for step in steps])
     conjunctions = choose_conjunctions(len(plan.frame_steps), episode_key, instruction_index, start, config.seed)
     turns = tuple(NavTurn(conjunction, chunk) for conjunction, chunk in zip(conjunctions, plan.chunks))
-    dialogue = NavDialogue(instruction=instruction, turns=turns, has_memory=bool(plan.history_steps))
+    shown = BLANK_INSTRUCTION if config.blank_instruction else instruction
+    dialogue = NavDialogue(instruction=shown, turns=turns, has_memory=bool(plan.history_steps))
     return Sample(
         dialogue=dialogue,
         images=images,

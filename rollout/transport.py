@@ -10,6 +10,9 @@ The receiver rejects and logs (counted per reason) messages of another protocol,
 published version minus the allowed lag; expert-only episodes never are), a repeated sequence number, or an invalid trajectory.
 Only complete, validated episodes are accepted: a killed actor never delivers half an episode.
 
+CURVE (opt-in, rollout/curve.py): the learner is the CURVE server of both sockets, actors are clients;
+a peer without an authorized key cannot complete the handshake, so its messages are never delivered.
+
 Weights, learner -> actors: PUB (learner, binds) / SUB (actors). An announcement is
     {"type": "weights", "protocol": 1, "version": v, "path": save_pretrained folder, "sha256": ...}
 or {"type": "stop"} at the end of a run. The publisher repeats the newest announcement (`heartbeat`)
@@ -30,6 +33,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from rollout.curve import CurveClientKeys, CurveServer, secure_client
 from rollout.records import Trajectory
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,7 @@ class SenderConfig:
     token: str = ""
     send_hwm: int = 4  # episodes queued in the actor before send blocks (backpressure)
     send_timeout_ms: int = 60_000  # a learner gone for this long makes send() return False
+    curve: CurveClientKeys | None = None  # CURVE client keys when the learner requires them
 
     def validate(self) -> None:
         if not self.actor_id:
@@ -121,19 +126,28 @@ class EpisodeSender:
         self.socket.setsockopt(zmq.SNDTIMEO, config.send_timeout_ms)
         self.socket.setsockopt(zmq.LINGER, 2000)
         self.socket.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a live connection: no learner, no send
+        secure_client(self.socket, config.curve)
         self.socket.connect(config.address)
 
-    def send(self, trajectory: Trajectory) -> bool:
-        """Send one finished episode; False if the learner did not take it within the timeout."""
+    def send(self, trajectory: Trajectory, abort: Callable[[], bool] = lambda: False) -> bool:
+        """Send one finished episode; False if the learner did not take it within the timeout, or
+        `abort()` became true while waiting (e.g. the actor was told to stop)."""
         message = {"type": "episode", "protocol": PROTOCOL_VERSION, "sender": self.config.actor_id,
                    "token": self.config.token, "incarnation": self.incarnation, "seq": self.seq,
                    "policy_version": int(trajectory.policy_version), "source": trajectory.source,
                    "trajectory": trajectory_to_wire(trajectory)}
+        payload = msgpack.packb(message, use_bin_type=True)
+        deadline = time.monotonic() + self.config.send_timeout_ms / 1000.0
+        # Wait for room in short polls rather than one blocking send, so a stop request is noticed.
+        while not self.socket.poll(200, zmq.POLLOUT):
+            if abort() or time.monotonic() > deadline:
+                log.warning("actor %s: learner did not take episode seq %d (%s)", self.config.actor_id, self.seq,
+                            "stopping" if abort() else f"{self.config.send_timeout_ms} ms")
+                return False
         try:
-            self.socket.send(msgpack.packb(message, use_bin_type=True))
+            self.socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:
-            log.warning("actor %s: learner did not take episode seq %d within %d ms", self.config.actor_id,
-                        self.seq, self.config.send_timeout_ms)
+            log.warning("actor %s: learner did not take episode seq %d", self.config.actor_id, self.seq)
             return False
         self.seq += 1
         return True
@@ -175,7 +189,7 @@ class EpisodeReceiver:
     """The learner's end: `poll(timeout_ms)` returns accepted episodes; everything else is logged."""
 
     def __init__(self, config: ReceiverConfig, newest_version: Callable[[], int] = lambda: 0,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, curve: CurveServer | None = None):
         config.validate()
         self.config = config
         self.newest_version = newest_version
@@ -185,6 +199,8 @@ class EpisodeReceiver:
         self.socket = self._context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.RCVHWM, config.receive_hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.secure(self.socket)
         self.address = bind_socket(self.socket, config.address)
 
     def poll(self, timeout_ms: int = 0, max_messages: int = 64) -> list[Received]:
@@ -249,10 +265,13 @@ class Announcement:
 
 
 class WeightPublisher:
-    def __init__(self, address: str = "tcp://127.0.0.1:5602", context: zmq.Context | None = None):
+    def __init__(self, address: str = "tcp://127.0.0.1:5602", context: zmq.Context | None = None,
+                 curve: CurveServer | None = None):
         self._context = context or zmq.Context.instance()
         self.socket = self._context.socket(zmq.PUB)
         self.socket.setsockopt(zmq.LINGER, 500)
+        if curve is not None:
+            curve.secure(self.socket)
         self.address = bind_socket(self.socket, address)
         self.latest: Announcement | None = None
 
@@ -277,11 +296,12 @@ class WeightPublisher:
 
 
 class WeightSubscriber:
-    def __init__(self, address: str, context: zmq.Context | None = None):
+    def __init__(self, address: str, context: zmq.Context | None = None, curve: CurveClientKeys | None = None):
         self._context = context or zmq.Context.instance()
         self.socket = self._context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.SUBSCRIBE, WEIGHTS_TOPIC)
         self.socket.setsockopt(zmq.LINGER, 0)
+        secure_client(self.socket, curve)
         self.socket.connect(address)
 
     def poll(self, timeout_ms: int = 0) -> Announcement | None:

@@ -133,3 +133,40 @@ def test_actor_loop_loads_new_weights_and_refuses_stale_ones(caplog):
     loop.sender.close()
     loop.subscriber.close()
     publisher.close()
+
+
+
+def _chunks_matching_the_plan(trajectory, task: VLNTask, episode, size: int = 4) -> list[bool]:
+    """For each full chunk away from the goal: do its labels equal a fresh expert's open-loop plan from its first frame?"""
+    from envs.backend import AgentState
+    from envs.policies import make_expert
+
+    expert = make_expert(task.backend, episode.goal_positions)
+    labels, poses = trajectory.label_actions, trajectory.poses.astype(np.float64)
+    matches = []
+    for start in range(0, len(labels) - size, size):
+        state = AgentState(poses[start, :3], poses[start, 3:])
+        plan = [int(a) for a in expert.plan(state, size)]
+        if Action.STOP not in plan:  # near the goal the closed-loop expert labels (and STOPs) instead
+            matches.append(plan == [int(a) for a in labels[start:start + size]])
+    return matches
+
+
+def test_chunk_labels_are_the_experts_plan_from_the_chunks_first_frame():
+    # The policy always turns left (beta 0, the expert takes over after 2 divergent steps): per-step
+    # labels would be the expert's corrections at states the policy's own turns reached; chunk labels
+    # are the expert's plan from the frame the model answered from.
+    def run(label_chunk: int) -> list[bool]:
+        config = DaggerConfig(p=0.0, iteration=1, intervene_after=2, intervention_steps=8, label_chunk=label_chunk)
+        (task,), (episode,) = tasks(1), plane_episodes(1)
+        (trajectory,) = collect(DaggerActor([task], FakeAgent(int(Action.TURN_LEFT)), config), [episode])
+        trajectory.validate()
+        assert trajectory.label_actions[-1] == Action.STOP and (trajectory.label_actions == Action.STOP).sum() == 1
+        matches = _chunks_matching_the_plan(trajectory, task, episode)
+        assert len(matches) >= 2
+        return matches
+
+    assert all(run(label_chunk=4))
+    assert not all(run(label_chunk=1))  # the per-step labels: some chunk is no plan from its first frame
+    with pytest.raises(ValueError, match="label_chunk"):
+        DaggerConfig(label_chunk=0).validate()

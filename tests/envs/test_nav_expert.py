@@ -101,3 +101,19 @@ def test_goal_radius_is_configurable():
 def test_bad_expert_config(field, value):
     with pytest.raises(ValueError, match=field):
         ExpertConfig(**{field: value}).validate()
+
+
+def test_heading_slack_walks_a_between_bins_direction_without_zigzag():
+    # The goal lies 7.5 degrees off the 15-degree heading bins: the strict greedy choice flips the best
+    # heading after every step (L F R F ...); the default 20-degree slack keeps walking straight.
+    backend = make_backend([open_room(10.0)])
+    backend.reset_scene("test/open_room")
+    start = np.array([0.8, 0, 0.8])
+    goal = start + 3.0 * np.array([math.cos(math.radians(37.5)), 0.0, math.sin(math.radians(37.5))])
+    strict, _, strict_final = run_expert(backend, start, -math.pi / 2, goal, ExpertConfig(heading_slack_deg=0.0))
+    slack, _, slack_final = run_expert(backend, start, -math.pi / 2, goal)
+    turns = lambda actions: sum(a in (Action.TURN_LEFT, Action.TURN_RIGHT) for a in actions)  # noqa: E731
+    assert strict_final <= 0.25 and slack_final <= 0.25
+    assert turns(slack) <= turns(strict) - 4
+    with pytest.raises(ValueError, match="heading_slack_deg"):
+        ExpertConfig(heading_slack_deg=90.0).validate()

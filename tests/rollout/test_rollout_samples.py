@@ -105,3 +105,14 @@ def test_config_validation_names_the_field():
         SampleConfig(num_frames=30).validate()
     with pytest.raises(ValueError, match="outside a trajectory"):
         plan_window(make_labels(10), 32, SampleConfig())
+
+
+def test_blank_instruction_hides_the_instruction_but_keeps_frames_and_labels():
+    from rollout.samples import BLANK_INSTRUCTION
+
+    labels = make_labels(40)
+    seen = build(labels, 0, instruction="turn left, stop by the red bed")
+    blind = build(labels, 0, SampleConfig(blank_instruction=True), instruction="turn left, stop by the red bed")
+    assert seen.dialogue.instruction == "turn left, stop by the red bed"
+    assert blind.dialogue.instruction == BLANK_INSTRUCTION
+    assert blind.dialogue.turns == seen.dialogue.turns and np.array_equal(blind.images, seen.images)
