@@ -9,12 +9,13 @@ from streamvln.commands import actor, bench, collect, dataset, learner, sim, sto
 from streamvln.commands import client as client_command
 from streamvln.commands import demo as demo_command
 from streamvln.commands import eval as eval_command
+from streamvln.commands import results as results_command
 from streamvln.commands import run as run_command
 from streamvln.commands import serve as serve_command
 from streamvln.commands import train as train_command
 
 # Each module registers its own sub-commands; add a module here to expose it.
-COMMAND_MODULES = (bench, dataset, eval_command, sim, serve_command, client_command, demo_command, collect, store, train_command, run_command, learner, actor)
+COMMAND_MODULES = (bench, dataset, eval_command, sim, serve_command, client_command, demo_command, collect, store, train_command, run_command, learner, actor, results_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the batched sessions one call at a time (the equal-work baseline)")
     parser.add_argument("--gqa-attention", choices=("on", "off"), default="on",
                         help="masked attention without per-head K/V copies (off: transformers' SDPA)")
+    parser.add_argument("--floor", choices=("auto", "on", "off"), default="auto",
+                        help="measure the weight-read floor of a call (auto: on for cuda): decoder bytes, "
+                             "copy bandwidth, one M=1 pass over every linear weight, one graphed decode step")
     parser.add_argument("--only", choices=("all", "batched"), default="all",
                         help="batched: only the batched-sessions throughput (no schemes, no logit check)")
 
@@ -100,6 +103,9 @@ def run(args: argparse.Namespace) -> dict:
     result["batched"] = batched_throughput(streaming, frames, args.sessions, args.batch_steps,
                                            args.sequential_baseline == "on")
     result["graph_errors"] += streaming.graph_errors
+    if args.floor == "on" or (args.floor == "auto" and args.device.startswith("cuda")):
+        with torch.no_grad():
+            result["floor"] = call_floor(streaming, by_name)
     if args.device.startswith("cuda"):
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return result
@@ -219,6 +225,90 @@ def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int
         result.update(sequential_actions_per_s=seq_actions / seq_s, ratio_vs_sequential=batch_rate * seq_s / seq_actions,
                       sequential_call_median_ms=seq_parts)
     return result
+
+
+def call_floor(agent: StreamingAgent, schemes: dict) -> dict:
+    """Why a call cannot be faster than this: a greedy call is num_future_steps sequential passes over
+    the decoder's weights (turn prefill + 3 decode steps; the end marker costs none). Measures the
+    bytes per pass, the device's copy bandwidth, one M=1 pass over every linear weight (torch's GEMV
+    kernels, no attention/norms: the best the eager modules could do) and one graphed decode step.
+    For batched rounds (compute-bound prefills): the achieved GEMM TFLOP/s and the linear layers'
+    prefill time per 1000 tokens at that rate."""
+    import torch
+
+    from agent.streaming.graph import GraphedDecoder, capture_graph
+
+    text = agent.text_model
+    weights = [m.weight for m in text.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    weight_bytes = sum(w.numel() * w.element_size() for w in weights)
+    on_cuda = text.device.type == "cuda"
+
+    def timed(fn, repeats: int = 10) -> float:
+        fn()
+        start = agent.now_ms()
+        for _ in range(repeats):
+            fn()
+        return (agent.now_ms() - start) / repeats
+
+    copy_gbps = copy_bandwidth_gbps(min(2**30, 4 * weight_bytes), text.device, timed)
+    inputs = {w.shape[1]: torch.zeros((1, w.shape[1]), dtype=text.dtype, device=text.device) for w in weights}
+
+    def linear_pass():
+        return [torch.nn.functional.linear(inputs[w.shape[1]], w) for w in weights][-1]
+
+    run_pass = linear_pass
+    if on_cuda:
+        graph, _ = capture_graph(linear_pass)
+        run_pass = graph.replay
+    passes = agent.config.num_future_steps
+    pass_floor_ms = weight_bytes / copy_gbps / 1e6 * 2  # a pass only reads: half the copy's traffic
+    decoder = agent.graph_decoder(1)
+    decoder.evict()  # the replays below write row 0: a session viewing it gets its own copy first
+    decoder.lengths = [min(2048, decoder.max_len - 8)]
+    decoder._open_columns()
+    step_ms = timed(decoder.graph.replay if decoder.graph is not None else decoder._body)
+    # The same step over a 512-column scratch: how much of a step is attention over the long scratch.
+    short = GraphedDecoder(text, 512, 1, on_cuda)
+    short.lengths = [256]
+    short._open_columns()
+    short_ms = timed(short.graph.replay if short.graph is not None else short._body)
+    params = sum(w.numel() for w in weights)
+    tflops = gemm_tflops(text, timed)
+    result = {"decoder_linear_gb": weight_bytes / 1e9, "copy_gbps": copy_gbps, "gemm_tflops": tflops,
+              "prefill_compute_ms_per_1k_tokens": 2 * params * 1000 / tflops / 1e9,
+              "bandwidth_pass_ms": pass_floor_ms, "linear_pass_ms": timed(run_pass),
+              "decode_step_ms": step_ms, "decode_step_512_columns_ms": short_ms, "passes_per_call": passes}
+    streaming = schemes.get("streaming")
+    if streaming is not None:
+        encode = streaming["breakdown_median_ms"]["encode"]
+        result["call_floor_ms"] = encode + passes * pass_floor_ms
+        result["call_at_linear_pass_ms"] = encode + passes * result["linear_pass_ms"]
+        if "recompute" in schemes:
+            mean = schemes["recompute"]["mean_ms"]
+            result["speedup_at_floor"] = mean / result["call_floor_ms"]
+            result["speedup_at_linear_pass"] = mean / result["call_at_linear_pass_ms"]
+    return result
+
+
+def gemm_tflops(text, timed) -> float:
+    """Achieved dense matmul throughput at a prefill-like shape (2048 tokens x the MLP's up projection)."""
+    import torch
+
+    config = text.config
+    tokens = torch.randn((2048, config.hidden_size), dtype=text.dtype, device=text.device)
+    weight = torch.randn((config.intermediate_size, config.hidden_size), dtype=text.dtype, device=text.device)
+    ms = timed(lambda: torch.nn.functional.linear(tokens, weight), 5)
+    return 2 * tokens.shape[0] * weight.numel() / ms / 1e9
+
+
+def copy_bandwidth_gbps(size_bytes: int, device, timed) -> float:
+    """Device memory bandwidth of a plain copy of `size_bytes` (read + write traffic counted)."""
+    import torch
+
+    source = torch.empty(int(size_bytes) // 2, dtype=torch.bfloat16, device=device)
+    target = torch.empty_like(source)
+    copy_ms = timed(lambda: target.copy_(source))
+    return 2 * source.numel() * source.element_size() / copy_ms / 1e6
 
 
 if __name__ == "__main__":  # `python -m streamvln.benchmarks.agent ...`: this benchmark alone

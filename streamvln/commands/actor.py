@@ -1,5 +1,6 @@
 """`streamvln actor --learner tcp://HOST:PORT --weights tcp://HOST:PORT --data DIR`: a DAgger actor process.
 
+With --curve-keys DIR the sockets are CURVE clients (the learner runs with the same DIR).
 The run token (shared secret of the learner's actors) comes from $STREAMVLN_TOKEN or --token-file,
 never from the command line (visible to every user in `ps`).
 """
@@ -34,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--wait-weights", type=float, default=0.0,
                         help="seconds to wait for a first weights announcement (0: start with the expert)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curve-keys", help="CURVE key directory (`streamvln serve keygen DIR --clients NAME`)")
+    parser.add_argument("--curve-client", default="client", help="this actor's key pair name in DIR/clients/")
     parser.set_defaults(handler=run)
 
 
@@ -58,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
         episodes_address=args.learner, weights_address=args.weights, actor_id=args.actor_id, token=token,
         num_envs=args.envs, width=args.width, height=args.height, hfov_deg=args.hfov, max_steps=args.max_steps,
         dagger_p=args.dagger_p, intervene_after=args.intervene_after, max_policy_lag=args.max_policy_lag,
-        max_episodes=args.max_episodes, wait_weights_s=args.wait_weights, seed=args.seed)
+        max_episodes=args.max_episodes, wait_weights_s=args.wait_weights, seed=args.seed,
+        curve_keys=args.curve_keys, curve_client=args.curve_client)
     episodes, _ = load_split(args.data, args.split)
     loop = ActorLoop(config, episodes, load_streaming_agent, verify=verify_weights)
     terminated = []
-    signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
+    for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C on `train --online` reaches the actors too
+        signal.signal(signum, lambda *_: terminated.append(True))
     loop.stop_requested = lambda: bool(terminated)
     stats = loop.run()
     print(f"actor {args.actor_id}: sent {loop.sent} episode(s), {stats.as_dict()}, refused {loop.refused} time(s), "

@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", default=None, metavar="FILE", help="write per-episode and mean metrics")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic policies")
     parser.add_argument("--max-steps", type=int, default=cli_defaults.TASK_MAX_STEPS)
+    parser.add_argument("--scheme", default="streaming", choices=("streaming", "original"),
+                        help="checkpoint policies: our streaming window or the original StreamVLN window scheme")
+    parser.add_argument("--voxel-pruning", action="store_true",
+                        help="checkpoint policies: voxel-prune memory tokens (from depth + pose)")
+    parser.add_argument("--blank-instructions", action="store_true",
+                        help="blank every instruction (evaluate an instruction-blind model)")
     add_sensor_arguments(parser)
     parser.set_defaults(handler=run_eval)
 
@@ -63,7 +69,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from envs.episodes.io import load_split
     from envs.evaluation import evaluate
     from envs.task import TaskConfig, VLNTask
-    from streamvln.pipeline.evaluation import make_policy  # envs' policies + checkpoint:PATH
+
+    # envs' policies + checkpoint:PATH
+    from streamvln.pipeline.evaluation import blank_instruction, make_policy
 
     if args.results:
         return run_resumable_eval(args)
@@ -72,7 +80,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
         episodes = episodes[: args.episodes]
-    policy = make_policy(args.policy, seed=args.seed)
+    if args.blank_instructions:
+        episodes = [blank_instruction(e) for e in episodes]
+    policy = make_policy(args.policy, seed=args.seed, settings=eval_settings(args))
     task = VLNTask(make_backend(args, getattr(policy, "uses_sensors", True)), TaskConfig(max_steps=args.max_steps))
     started = time.perf_counter()
     result = evaluate(task, policy, episodes, gt)
@@ -87,14 +97,23 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_settings(args: argparse.Namespace):
+    from streamvln.pipeline.evaluation import EvalSettings
+
+    settings = EvalSettings(args.data, args.split, args.width, args.height, args.hfov, args.max_steps, args.seed,
+                            args.workers, args.episodes, scheme=args.scheme, voxel_pruning=args.voxel_pruning,
+                            blank_instruction=args.blank_instructions)
+    settings.validate()
+    return settings
+
+
 def run_resumable_eval(args: argparse.Namespace) -> int:
     """Several worker processes, per-episode JSONL (resumable); prints the same table."""
     from rich.console import Console
 
-    from streamvln.pipeline.evaluation import EvalSettings, evaluate_policy
+    from streamvln.pipeline.evaluation import evaluate_policy
 
-    settings = EvalSettings(args.data, args.split, args.width, args.height, args.hfov, args.max_steps, args.seed,
-                            args.workers, args.episodes)
+    settings = eval_settings(args)
     started = time.perf_counter()
     summary = evaluate_policy(args.policy, settings, args.results)
     elapsed = time.perf_counter() - started

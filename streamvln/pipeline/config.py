@@ -13,7 +13,8 @@ import yaml
 @dataclass
 class DataStage:
     train_episodes: int = 150
-    val_episodes: int = 30
+    val_episodes: int = 30  # val_unseen: houses never used for training
+    val_seen_episodes: int = 0  # val_seen: new episodes in the training houses (0: no such split)
     episodes_per_house: int = 10
     min_geodesic_m: float = 3.5
     max_geodesic_m: float = 7.0
@@ -23,6 +24,8 @@ class DataStage:
         for name in ("train_episodes", "val_episodes", "episodes_per_house"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.val_seen_episodes < 0:
+            raise ValueError(f"data.val_seen_episodes must be >= 0, got {self.val_seen_episodes}")
         if not 0 < self.min_geodesic_m < self.max_geodesic_m:
             raise ValueError(f"data needs 0 < min_geodesic_m < max_geodesic_m, got "
                              f"{self.min_geodesic_m}, {self.max_geodesic_m}")
@@ -52,28 +55,88 @@ class OnlineStage:
     actor_max_steps: int = 300  # step limit of an actor episode (a truncated one is discarded)
     min_new_episodes: int = 2  # DAgger episodes the learner waits for before its first online step
     wait_timeout_s: float = 600.0  # for those episodes (actor start-up included)
+    # Peak lr of every parameter group in the online phase (None: train.optim's). The online learner
+    # starts its own warmup + cosine; re-warming to the offline peak undid behaviour cloning in the
+    # quick start (DAgger agreement fell from 0.62 to 0.41 over 4 weight versions).
+    lr: float | None = None
 
     def validate(self) -> None:
         for name in ("steps", "publish_every", "actors", "envs_per_actor", "actor_max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"online.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"online.lr must be > 0, got {self.lr}")
         if not 0 <= self.dagger_p <= 1:
             raise ValueError(f"online.dagger_p must be in [0, 1], got {self.dagger_p}")
 
 
 @dataclass
+class QAStage:
+    """Scene QA co-training (issue 8's "+QA" row): generated in the training houses, mixed by weight."""
+
+    enabled: bool = False
+    weight: float = 0.25  # mixing weight next to the navigation store's 1.0
+    scenes: int = 10  # training houses the questions are asked in
+    paths_per_scene: int = 5
+    frames_per_path: int = 8
+    questions_per_path: int = 3
+
+    def validate(self) -> None:
+        if self.weight <= 0:
+            raise ValueError(f"qa.weight must be > 0, got {self.weight}")
+        for name in ("scenes", "paths_per_scene", "frames_per_path", "questions_per_path"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"qa.{name} must be >= 1, got {getattr(self, name)}")
+
+
+SPLITS = ("val_unseen", "val_seen")
+
+
+@dataclass
+class EvalVariant:
+    """One more evaluation of the trained model under other inference settings (its own table row)."""
+
+    label: str
+    scheme: str = "streaming"  # "streaming" (ours) or "original" (StreamVLN's window scheme)
+    voxel_pruning: bool = False
+
+    def validate(self) -> None:
+        if not self.label or self.label in ("random", "forward", "expert", "trained", "offline"):
+            raise ValueError(f"eval.variants label must be a new non-empty name, got {self.label!r}")
+        if self.scheme not in ("streaming", "original"):
+            raise ValueError(f"eval.variants[{self.label}].scheme must be streaming|original, got {self.scheme!r}")
+
+
+@dataclass
 class EvalStage:
+    # envs policy specs, "trained" (the final model) and "offline" (the behaviour-cloning model
+    # before the online DAgger phase: the BC row of the same run)
     policies: list[str] = field(default_factory=lambda: ["random", "forward", "trained"])
-    episodes: int | None = None  # first N val_unseen episodes (None: all)
+    episodes: int | None = None  # first N episodes of each split (None: all)
     max_steps: int = 500
     workers: int = 1
     gif: bool = True
+    splits: list[str] = field(default_factory=lambda: ["val_unseen"])  # val_unseen first: metrics.json's table
+    variants: list[EvalVariant] = field(default_factory=list)  # "trained" again with other inference settings
+    voxel_pruning: bool = False  # for the "trained" row itself
+    maps: bool = True  # top-down map PNGs of one successful and one failed episode of the trained agent
+
+    def __post_init__(self) -> None:
+        self.variants = [v if isinstance(v, EvalVariant) else _section(EvalVariant, v, "eval.variants[]")
+                         for v in self.variants]
 
     def validate(self) -> None:
         if not self.policies:
             raise ValueError("eval.policies is empty")
         if self.workers < 1 or self.max_steps < 1:
             raise ValueError("eval.workers and eval.max_steps must be >= 1")
+        if not self.splits or self.splits[0] != "val_unseen" or not set(self.splits) <= set(SPLITS):
+            raise ValueError(f"eval.splits must start with val_unseen and hold only {SPLITS}, got {self.splits}")
+        labels = [v.label for v in self.variants]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"eval.variants labels repeat: {labels}")
+        for variant in self.variants:
+            variant.validate()
 
 
 @dataclass
@@ -85,20 +148,33 @@ class RunConfig:
     sensors: SensorStage = field(default_factory=SensorStage)
     train: dict[str, Any] = field(default_factory=dict)  # a TrainConfig (as in configs/train_*.yaml)
     online: OnlineStage = field(default_factory=OnlineStage)
+    qa: QAStage = field(default_factory=QAStage)
     eval: EvalStage = field(default_factory=EvalStage)
+    # Named overrides (deep-merged over this file) that make one table row each: `--variant NAME`.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    command: str = ""  # the command line that made this run (filled in by `streamvln run`)
 
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"name must be a non-empty folder name, got {self.name!r}")
-        for section in (self.data, self.sensors, self.online, self.eval):
+        for section in (self.data, self.sensors, self.online, self.qa, self.eval):
             section.validate()
+        if self.instruction_blind and self.online.enabled:
+            raise ValueError("train.data.blank_instructions (instruction-blind) needs online.enabled: false: "
+                             "DAgger actors prompt the model with the instruction")
+        if "val_seen" in self.eval.splits and self.data.val_seen_episodes < 1:
+            raise ValueError("eval.splits has val_seen but data.val_seen_episodes is 0")
+
+    @property
+    def instruction_blind(self) -> bool:
+        return bool((self.train.get("data") or {}).get("blank_instructions", False))
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_root) / self.name
 
 
-_SECTIONS = {"data": DataStage, "sensors": SensorStage, "online": OnlineStage, "eval": EvalStage}
+_SECTIONS = {"data": DataStage, "sensors": SensorStage, "online": OnlineStage, "qa": QAStage, "eval": EvalStage}
 
 
 def _section(cls: type, values: Any, where: str):
@@ -111,8 +187,20 @@ def _section(cls: type, values: Any, where: str):
     return cls(**values)
 
 
-def load_run_config(path: str | Path | None, name: str | None = None) -> RunConfig:
-    """RunConfig from YAML (None: the defaults); `name` overrides the run's folder name."""
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """base with overrides applied: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_run_config(path: str | Path | None, name: str | None = None, variant: str | None = None) -> RunConfig:
+    """RunConfig from YAML (None: the defaults); `name` overrides the run's folder name; `variant`
+    applies the file's `variants[variant]` overrides and names the run `<name>_<variant>`."""
     values: dict[str, Any] = {}
     where = "run config"
     if path is not None:
@@ -121,6 +209,12 @@ def load_run_config(path: str | Path | None, name: str | None = None) -> RunConf
             raise FileNotFoundError(f"run config not found: {path}")
         values = yaml.safe_load(path.read_text()) or {}
         where = str(path)
+    if variant is not None:
+        variants = values.get("variants") or {}
+        if variant not in variants:
+            raise ValueError(f"{where}: unknown variant {variant!r}; known: {sorted(variants)}")
+        values = deep_merge(values, variants[variant] or {})
+        values["name"] = f"{values.get('name', RunConfig.name)}_{variant}"
     top = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(values) - top)
     if unknown:

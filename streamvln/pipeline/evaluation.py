@@ -8,6 +8,7 @@ so a killed run resumes where it stopped: episodes already in the file are skipp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -21,6 +22,7 @@ from envs.metrics import aggregate
 log = logging.getLogger(__name__)
 
 WINDOW_FILE = "sample_window.json"  # written next to published weights (training/online.py)
+SCHEMES = ("streaming", "original")  # agent.streaming.CacheScheme values an evaluation may pick
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,16 @@ class EvalSettings:
     seed: int = 0
     workers: int = 1
     max_episodes: int | None = None
+    # checkpoint policies only (issue 8's inference rows): the agent's cache scheme ("streaming" ours,
+    # "original" StreamVLN's window scheme), voxel pruning of memory tokens (depth + pose passed), and
+    # the instruction-blind ablation (every episode's instruction is blanked).
+    scheme: str = "streaming"
+    voxel_pruning: bool = False
+    blank_instruction: bool = False
 
     def validate(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"eval scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if self.workers < 1:
             raise ValueError(f"eval workers must be >= 1, got {self.workers}")
         if self.max_steps < 1:
@@ -44,7 +54,8 @@ class EvalSettings:
             raise ValueError(f"eval max_episodes must be >= 1 or None, got {self.max_episodes}")
 
 
-def checkpoint_policy(path: str, use_depth_pose: bool = False):
+def checkpoint_policy(path: str, use_depth_pose: bool = False, scheme: str = "streaming",
+                      voxel_pruning: bool = False, hfov_deg: float = 90.0):
     """The streaming agent over a save_pretrained folder, with the window it was trained with."""
     from agent.streaming import StreamingAgent, StreamingConfig
     from agent.streaming.engine import load_checkpoint
@@ -53,22 +64,35 @@ def checkpoint_policy(path: str, use_depth_pose: bool = False):
     folder = Path(path)
     window = json.loads((folder / WINDOW_FILE).read_text()) if (folder / WINDOW_FILE).is_file() else {}
     model, processor = load_checkpoint(folder)
-    agent = StreamingAgent(model, processor, StreamingConfig(**window))
-    policy = StreamingPolicy(agent, use_depth_pose=use_depth_pose)
+    config = StreamingConfig(**window, scheme=scheme, voxel_pruning=voxel_pruning, hfov_deg=hfov_deg)
+    agent = StreamingAgent(model, processor, config.validate())
+    # Voxel pruning needs each frame's depth and pose.
+    policy = StreamingPolicy(agent, use_depth_pose=use_depth_pose or voxel_pruning)
     policy.name = f"checkpoint:{path}"
     return policy
 
 
-def make_policy(spec: str, seed: int = 0):
-    """envs.policies.make_policy plus "checkpoint:PATH"."""
+def make_policy(spec: str, seed: int = 0, settings: EvalSettings | None = None):
+    """envs.policies.make_policy plus "checkpoint:PATH" (scheme and pruning from `settings`)."""
     from envs.policies import make_policy as make_env_policy
 
     name, _, argument = spec.partition(":")
     if name == "checkpoint":
         if not argument:
             raise ValueError("policy 'checkpoint' needs a folder: 'checkpoint:PATH'")
-        return checkpoint_policy(argument)
+        if settings is None:
+            return checkpoint_policy(argument)
+        return checkpoint_policy(argument, scheme=settings.scheme, voxel_pruning=settings.voxel_pruning,
+                                 hfov_deg=settings.hfov_deg)
     return make_env_policy(spec, seed=seed)
+
+
+def blank_instruction(episode):
+    """The episode with the instruction-blind placeholder for its instruction (as in training)."""
+    from rollout.samples import BLANK_INSTRUCTION
+
+    blank = dataclasses.replace(episode.instruction, instruction_text=BLANK_INSTRUCTION, instruction_tokens=None)
+    return dataclasses.replace(episode, instruction=blank)
 
 
 # ---------------------------------------------------------------------- worker side
@@ -85,11 +109,13 @@ def _init_worker(spec: str, settings: EvalSettings) -> None:
     from envs.episodes.io import load_split
     from envs.task import TaskConfig, VLNTask
 
-    policy = make_policy(spec, settings.seed)
+    policy = make_policy(spec, settings.seed, settings)
     sensors = getattr(policy, "uses_sensors", True)
     backend = EmbeddedBackend(EmbeddedConfig(width=settings.width, height=settings.height,
                                              hfov_deg=settings.hfov_deg, rgb=sensors, depth=sensors))
     episodes, gt = load_split(settings.data, settings.split)
+    if settings.blank_instruction:
+        episodes = [blank_instruction(e) for e in episodes]
     _WORKER.update(task=VLNTask(backend, TaskConfig(max_steps=settings.max_steps)), policy=policy,
                    episodes={e.key: e for e in episodes}, gt=gt)
 

@@ -15,8 +15,8 @@ COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 10
 MAX_GIF_FRAMES = 150
 
 
-def metrics_table(summaries: dict[str, dict]) -> Table:
-    table = Table(title="val_unseen")
+def metrics_table(summaries: dict[str, dict], title: str = "val_unseen") -> Table:
+    table = Table(title=title)
     table.add_column("policy")
     for name in ("episodes", *METRIC_NAMES):
         table.add_column(name, justify="right")
@@ -194,7 +194,15 @@ def write_report(run_dir: Path, config, state: dict, model: Path) -> Path:
              f"({timings}).", "",
              "## val_unseen metrics", "", markdown_table(metrics["policies"]), "",
              "SR: STOP within 3 m of the goal (strict); NE, TL in metres; OS oracle success; SPL, nDTW, SDTW as in VLN-CE.",
-             "", "## Training", "", "![loss](loss.png)", ""]
+             ""]
+    for split, summaries in metrics.get("splits", {}).items():
+        if split != "val_unseen":
+            lines += [f"## {split} metrics", "", markdown_table(summaries), ""]
+    maps = state.get("eval", {}).get("maps") or {}
+    if maps:
+        lines += ["## Top-down maps (val_unseen, trained agent)", "",
+                  *(f"![{kind}]({name})" for kind, name in maps.items()), ""]
+    lines += ["## Training", "", "![loss](loss.png)", ""]
     if stats:
         lines += ["## Online DAgger", "", "| weights version | episodes | SR (mixed policy) | agreement with expert |",
                   "|---|---|---|---|"]

@@ -14,6 +14,7 @@ so running the same name again skips finished stages (a killed run resumes at it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import secrets
@@ -21,13 +22,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from tqdm.auto import tqdm
 
 from streamvln.pipeline.config import RunConfig
 
-STAGES = ("data", "collect", "offline", "online", "eval", "report")
+if TYPE_CHECKING:
+    from streamvln.pipeline.evaluation import EvalSettings
+
+STAGES = ("data", "collect", "qa", "offline", "online", "eval", "report")
 
 
 class Pipeline:
@@ -44,7 +49,7 @@ class Pipeline:
         started = time.perf_counter()
         (self.dir / "run_config.json").write_text(json.dumps(_as_dict(self.config), indent=1))
         for stage in STAGES:
-            if stage == "online" and not self.config.online.enabled:
+            if (stage == "online" and not self.config.online.enabled) or (stage == "qa" and not self.config.qa.enabled):
                 continue
             if stage in self.state:
                 self.console.print(f"[dim]stage {stage}: done earlier ({self.state[stage]['seconds']:.0f} s), skipped")
@@ -75,7 +80,10 @@ class Pipeline:
         generator = GeneratorConfig(episodes_per_house=cfg.episodes_per_house, min_geodesic_m=cfg.min_geodesic_m,
                                     max_geodesic_m=cfg.max_geodesic_m)
         counts = {}
-        for split, count in (("train", cfg.train_episodes), ("val_unseen", cfg.val_episodes)):
+        splits = [("train", cfg.train_episodes), ("val_unseen", cfg.val_episodes)]
+        if cfg.val_seen_episodes:  # new episodes in the first training houses
+            splits.append(("val_seen", cfg.val_seen_episodes))
+        for split, count in splits:
             with tqdm(total=count, desc=f"generate {split}", unit="ep") as bar:
                 episodes, gt = generate_split(split, count, seed=cfg.seed, config=generator,
                                               on_house=lambda _scene, made, bar=bar: bar.update(made - bar.n))
@@ -98,6 +106,30 @@ class Pipeline:
         task.close()
         return {"episodes": len(names), "steps": store.stats()["steps"]}
 
+    def stage_qa(self) -> dict:
+        from envs.embedded import EmbeddedBackend, EmbeddedConfig
+        from envs.episodes.generator import house_seeds_for
+        from rollout.qa.scene_qa import SceneQAConfig, generate_scene_qa, kind_counts, save_scene_qa
+
+        qa, sensors = self.config.qa, self.config.sensors
+        config = SceneQAConfig(qa.frames_per_path, qa.questions_per_path, seed=self.config.seed)
+        config.validate()
+        # The training houses only (val_unseen houses stay unseen).
+        scene_ids = [f"procedural/house_{seed:06d}" for seed in list(house_seeds_for("train"))[: qa.scenes]]
+        backend = EmbeddedBackend(EmbeddedConfig(width=sensors.width, height=sensors.height,
+                                                 hfov_deg=sensors.hfov_deg, depth=False))
+        try:
+            records = generate_scene_qa(backend, scene_ids, qa.paths_per_scene, config)
+        finally:
+            backend.close()
+        self.qa_file.parent.mkdir(parents=True, exist_ok=True)
+        save_scene_qa(records, self.qa_file)
+        return {"records": len(records), "kinds": kind_counts(records)}
+
+    @property
+    def qa_file(self) -> Path:
+        return self.dir / "qa" / "scene_qa.msgpack"
+
     def stage_offline(self) -> dict:
         from training.online import write_window_settings
         from training.run import run_training
@@ -116,6 +148,9 @@ class Pipeline:
         online = self.config.online
         out = self.dir / "online"
         config = self.train_config(out, online.steps, model_path=str(self.dir / "offline" / "model"))
+        if online.lr is not None:  # one peak for every group (the offline ratios are a from-scratch choice)
+            config.optim.lr = config.optim.vision_tower_lr = online.lr
+            config.optim.projector_lr = None
         token = secrets.token_hex(16)
         learner = OnlineLearner(config, OnlineConfig(
             store=str(self.store_dir), episodes_address="tcp://127.0.0.1:0", weights_address="tcp://127.0.0.1:0",
@@ -163,30 +198,54 @@ class Pipeline:
             return Path(self.state["online"]["model"])
         return self.dir / "offline" / "model"
 
-    def stage_eval(self) -> dict:
-        from streamvln.pipeline.evaluation import EvalSettings, evaluate_policy
+    def eval_jobs(self, split: str) -> list[tuple[str, str, EvalSettings]]:
+        """(label, policy spec, settings) of every row evaluated on `split`."""
+        from streamvln.pipeline.evaluation import EvalSettings
 
         cfg, sensors = self.config.eval, self.config.sensors
-        settings = EvalSettings(str(self.data_dir), "val_unseen", sensors.width, sensors.height, sensors.hfov_deg,
-                                cfg.max_steps, self.config.seed, cfg.workers, cfg.episodes)
-        summaries = {}
-        for label in cfg.policies:
-            spec = f"checkpoint:{self.trained_model()}" if label == "trained" else label
-            with tqdm(desc=f"eval {label}", unit="ep") as bar:
-                def progress(done: int, total: int, bar=bar) -> None:
-                    bar.total = total
-                    bar.update(done - bar.n)
+        base = EvalSettings(str(self.data_dir), split, sensors.width, sensors.height, sensors.hfov_deg,
+                            cfg.max_steps, self.config.seed, cfg.workers, cfg.episodes,
+                            blank_instruction=self.config.instruction_blind)
+        trained = f"checkpoint:{self.trained_model()}"
+        models = {"trained": trained, "offline": f"checkpoint:{self.dir / 'offline' / 'model'}"}
+        jobs = [(label, models[label], dataclasses.replace(base, voxel_pruning=cfg.voxel_pruning))
+                if label in models else (label, label, base) for label in cfg.policies]
+        jobs += [(v.label, trained, dataclasses.replace(base, scheme=v.scheme, voxel_pruning=v.voxel_pruning))
+                 for v in cfg.variants]
+        return jobs
 
-                summary = evaluate_policy(spec, settings, self.dir / "eval" / f"{label.replace(':', '_')}.jsonl",
-                                          progress)
-            summaries[label] = summary["aggregate"] | {"episodes": summary["num_episodes"]}
-        metrics = {"run": self.config.name, "split": "val_unseen", "policies": summaries,
-                   "trained_model": str(self.trained_model())}
-        (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    def results_file(self, split: str, label: str) -> Path:
+        suffix = "" if split == "val_unseen" else f".{split}"  # val_unseen keeps the first release's names
+        return self.dir / "eval" / f"{label.replace(':', '_')}{suffix}.jsonl"
+
+    def stage_eval(self) -> dict:
+        from streamvln.pipeline.evaluation import evaluate_policy
         from streamvln.pipeline.report import metrics_table
 
-        self.console.print(metrics_table(summaries))
-        return {}
+        per_split: dict[str, dict] = {}
+        for split in self.config.eval.splits:
+            summaries = {}
+            for label, spec, settings in self.eval_jobs(split):
+                with tqdm(desc=f"eval {label} ({split})", unit="ep") as bar:
+                    def progress(done: int, total: int, bar=bar) -> None:
+                        bar.total = total
+                        bar.update(done - bar.n)
+
+                    summary = evaluate_policy(spec, settings, self.results_file(split, label), progress)
+                summaries[label] = summary["aggregate"] | {"episodes": summary["num_episodes"]}
+            per_split[split] = summaries
+            self.console.print(metrics_table(summaries, title=split))
+        metrics = {"run": self.config.name, "split": "val_unseen", "policies": per_split["val_unseen"],
+                   "splits": per_split, "trained_model": str(self.trained_model()),
+                   "instruction_blind": self.config.instruction_blind, "command": self.config.command}
+        (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        maps = {}
+        if self.config.eval.maps and "trained" in self.config.eval.policies:
+            from streamvln.pipeline.maps import write_episode_maps
+
+            maps = write_episode_maps(self.results_file("val_unseen", "trained"), self.data_dir, "val_unseen",
+                                      self.dir, self.config.eval.max_steps)
+        return {"maps": maps}
 
     def stage_report(self) -> dict:
         from streamvln.pipeline.report import write_report
@@ -201,9 +260,14 @@ class Pipeline:
 
         values = copy.deepcopy(self.config.train)
         values.update(out_dir=str(out_dir), steps=steps, model_path=model_path, seed=self.config.seed)
+        if model_path:  # the saved model carries its config (preset overrides included)
+            values.pop("model_overrides", None)
         data = values.setdefault("data", {})
         data["sources"] = [{"kind": "store", "path": str(self.store_dir), "weight": 1.0, "name": "nav"},
                            *data.get("sources", [])]
+        if self.config.qa.enabled:
+            data["sources"].append({"kind": "scene_qa", "path": str(self.qa_file), "weight": self.config.qa.weight,
+                                    "name": "scene_qa"})
         config = config_from_dict(values, where="train (run config)")
         config.validate()
         return config

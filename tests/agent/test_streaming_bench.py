@@ -13,7 +13,7 @@ from streamvln.cli import main
 def test_bench_agent_reports_schemes_logit_diff_and_batching(tmp_path, capsys):
     out = tmp_path / "agent.json"
     code = main(["bench", "agent", "--json", str(out), "--steps", "40", "--batch-steps", "4", "--sessions", "2",
-                 "--warmup-calls", "1", "--threads", "1"])
+                 "--warmup-calls", "1", "--threads", "1", "--floor", "on"])
     assert code == 0
     result = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == result
@@ -27,3 +27,8 @@ def test_bench_agent_reports_schemes_logit_diff_and_batching(tmp_path, capsys):
     assert result["max_abs_logit_diff"]["windows"] == 2
     assert result["max_abs_logit_diff"]["allowed_ids"] < 1e-4
     assert result["batched"]["sessions"] == 2 and result["batched"]["batched_actions_per_s"] > 0
+    floor = result["floor"]  # the weight-read floor of a call: 4 passes over the decoder's linear weights
+    assert floor["passes_per_call"] == 4 and floor["linear_pass_ms"] > 0 and floor["gemm_tflops"] > 0
+    assert floor["call_floor_ms"] > result["schemes"]["streaming"]["breakdown_median_ms"]["encode"]
+    assert floor["speedup_at_floor"] == pytest.approx(
+        result["schemes"]["recompute"]["mean_ms"] / floor["call_floor_ms"])
