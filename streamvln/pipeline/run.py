@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,6 +141,7 @@ class Pipeline:
     def stage_online(self) -> dict:
         import torch
 
+        from rollout.actor_processes import wait_or_terminate
         from rollout.store import EpisodeStore
         from training.online import OnlineConfig, OnlineLearner
 
@@ -170,28 +170,23 @@ class Pipeline:
         finally:
             torch.set_num_threads(threads)
             learner.stop()
-            codes = [_wait_or_terminate(process, 60.0) for process in actors]
+            codes = [wait_or_terminate(process, 60.0) for process in actors]
         self.console.print(f"online: {result.steps} steps, {result.versions} weight versions, "
                            f"{result.episodes_ingested} DAgger episodes from {online.actors} actor(s), "
                            f"rejected {result.rejected or 'none'}, actor exit codes {codes}")
         return {"steps": result.steps, "versions": result.versions, "episodes": result.episodes_ingested,
-                "rejected": result.rejected, "model": str(result.final_weights)}
+                "rejected": result.rejected, "model": str(result.final_weights), "data_wait": result.data_wait}
 
     def _spawn_actor(self, index: int, addresses: dict, token: str, out: Path) -> subprocess.Popen:
+        from rollout.actor_processes import ActorProcessConfig, spawn_actor
+
         online, sensors = self.config.online, self.config.sensors
-        command = [sys.executable, "-m", "streamvln.commands.actor", "--learner", addresses["episodes"],
-                   "--weights", addresses["weights"], "--data", str(self.data_dir), "--split", "train",
-                   "--actor-id", f"actor-{index}", "--envs", str(online.envs_per_actor),
-                   "--width", str(sensors.width), "--height", str(sensors.height), "--hfov", str(sensors.hfov_deg),
-                   "--dagger-p", str(online.dagger_p), "--max-policy-lag", str(online.max_policy_lag),
-                   "--max-steps", str(online.actor_max_steps), "--seed", str(self.config.seed * 1000 + index),
-                   "--wait-weights", "600"]
-        if online.intervene_after is not None:
-            command += ["--intervene-after", str(online.intervene_after)]
-        env = {**os.environ, "STREAMVLN_TOKEN": token, "OMP_NUM_THREADS": "1"}
-        out.mkdir(parents=True, exist_ok=True)
-        log = open(out / f"actor-{index}.log", "w")  # noqa: SIM115 - the child owns it
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        config = ActorProcessConfig(
+            data=str(self.data_dir), split="train", envs=online.envs_per_actor, width=sensors.width,
+            height=sensors.height, hfov_deg=sensors.hfov_deg, max_steps=online.actor_max_steps,
+            dagger_p=online.dagger_p, intervene_after=online.intervene_after,
+            max_policy_lag=online.max_policy_lag, wait_weights_s=600.0, seed=self.config.seed)
+        return spawn_actor(config, index, addresses, token, out)
 
     def trained_model(self) -> Path:
         if self.config.online.enabled and "online" in self.state:
@@ -271,18 +266,6 @@ class Pipeline:
         config = config_from_dict(values, where="train (run config)")
         config.validate()
         return config
-
-
-def _wait_or_terminate(process: subprocess.Popen, timeout_s: float) -> int:
-    try:
-        return process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        try:
-            return process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
 
 
 def _as_dict(config: RunConfig) -> dict:
