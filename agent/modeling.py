@@ -27,7 +27,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 from transformers.models.siglip.modeling_siglip import SiglipEncoder, SiglipVisionEmbeddings
 
 from agent.config import IGNORE_INDEX, SlowFastConfig
-from agent.multimodal import insert_multimodal
+from agent.multimodal import HostLayout, insert_multimodal
 from agent.param_groups import parameter_groups, set_tunable_parts
 from agent.pooling import pool_frame_tokens
 from agent.processor import preprocess_on_device
@@ -127,12 +127,14 @@ class SlowFastForCausalLM(SlowFastPreTrainedModel):
         frame_features: torch.Tensor,
         num_memory: torch.Tensor | None,
         image_counts: torch.Tensor | None = None,
+        layout: HostLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Expand placeholders: -> (inputs_embeds, attention_mask, labels, position_ids).
 
         frame_features: (F, P, hidden) from encode_frames for all frames of the batch, sample after
         sample, each sample's num_memory history frames first. image_counts (frames per sample)
-        defaults to the sample's `<image>` count + num_memory.
+        defaults to the sample's `<image>` count + num_memory. layout: agent.multimodal.host_layout of
+        the CPU batch (the learner's; validated there): no device->host sync here.
         """
         batch = input_ids.shape[0]
         device = input_ids.device
@@ -145,7 +147,7 @@ class SlowFastForCausalLM(SlowFastPreTrainedModel):
             image_counts = placeholders + num_memory
         text_embeds = self.get_input_embeddings()(input_ids.clamp(min=0))
         merged = insert_multimodal(text_embeds, input_ids, attention_mask, labels,
-                                   frame_features.to(text_embeds.dtype), image_counts, num_memory)
+                                   frame_features.to(text_embeds.dtype), image_counts, num_memory, layout)
         return merged.inputs_embeds, merged.attention_mask, merged.labels, merged.position_ids
 
     # ---- forward ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class ActorLoopConfig:
     dagger_p: float = 0.75
     intervene_after: int | None = None
     intervention_steps: int = 4
+    chunk_mixing: bool = True  # DaggerConfig.chunk_mixing (False: per-step beta draws, before issue 8's fix)
     max_policy_lag: int = 2
     max_episodes: int | None = None  # stop after sending this many
     wait_weights_s: float = 0.0  # wait this long for a first announcement before expert-only collection
@@ -60,10 +61,13 @@ class ActorLoopConfig:
             raise ValueError(f"ActorLoopConfig.max_policy_lag must be >= 0, got {self.max_policy_lag}")
         if self.max_episodes is not None and self.max_episodes < 1:
             raise ValueError(f"ActorLoopConfig.max_episodes must be >= 1 or None, got {self.max_episodes}")
+        if not isinstance(self.chunk_mixing, bool):
+            raise ValueError(f"ActorLoopConfig.chunk_mixing must be a bool, got {self.chunk_mixing!r}")
         self.dagger(0).validate()
 
     def dagger(self, iteration: int) -> DaggerConfig:
-        return DaggerConfig(self.dagger_p, iteration, self.intervene_after, self.intervention_steps, self.seed)
+        return DaggerConfig(self.dagger_p, iteration, self.intervene_after, self.intervention_steps, self.seed,
+                            chunk_mixing=self.chunk_mixing)
 
 
 AgentLoader = Callable[[str], object]

@@ -26,6 +26,7 @@ class ActorProcessConfig:
     max_steps: int = 500
     dagger_p: float = 0.75
     intervene_after: int | None = None
+    chunk_mixing: bool = True  # DaggerConfig.chunk_mixing (False: per-step beta draws)
     max_policy_lag: int = 2
     wait_weights_s: float = 600.0  # wait for the learner's v0 before collecting (0: start with the expert)
     seed: int = 0
@@ -36,6 +37,8 @@ class ActorProcessConfig:
             raise FileNotFoundError(f"actor data: {self.data}/{self.split}.json.gz not found")
         if self.envs < 1:
             raise ValueError(f"ActorProcessConfig.envs must be >= 1, got {self.envs}")
+        if not isinstance(self.chunk_mixing, bool):
+            raise ValueError(f"ActorProcessConfig.chunk_mixing must be a bool, got {self.chunk_mixing!r}")
 
 
 def actor_id(index: int) -> str:
@@ -49,7 +52,8 @@ def actor_command(config: ActorProcessConfig, index: int, addresses: dict[str, s
                "--actor-id", actor_id(index), "--envs", str(config.envs), "--width", str(config.width),
                "--height", str(config.height), "--hfov", str(config.hfov_deg), "--max-steps", str(config.max_steps),
                "--dagger-p", str(config.dagger_p), "--max-policy-lag", str(config.max_policy_lag),
-               "--seed", str(config.seed * 1000 + index), "--wait-weights", str(config.wait_weights_s)]
+               "--seed", str(config.seed * 1000 + index), "--wait-weights", str(config.wait_weights_s),
+               "--chunk-mixing" if config.chunk_mixing else "--no-chunk-mixing"]  # explicit: no default to drift
     if config.intervene_after is not None:
         command += ["--intervene-after", str(config.intervene_after)]
     if config.curve_keys is not None:

@@ -13,6 +13,13 @@ model answers from. Per-step labels would make a chunk's later labels the expert
 states the policy's own earlier actions reached: an answer no model can give from frame t (issue 7:
 with them DAgger lowered the expert agreement from 0.62 to 0.41). Where the plan runs out (STOP in
 the plan away from the goal) the per-step expert label is used; only a real STOP ends an episode.
+Chunk mixing (`chunk_mixing`, default on, issue 8): beta picks who drives a whole chunk (drawn at each
+chunk start), not each step. The agent answers a chunk per call and keeps its answer in context, and
+the sample builder shows executed actions as history (rollout/samples.py): with per-step draws
+almost every policy chunk was a mix (at beta 0.56 only 0.44**4 = 4% ran as the policy answered), so
+the policy collected from contexts it never sees at inference and nearly every DAgger turn's executed
+chunk differed from its label. An expert chunk executes the labels (the plan), a policy chunk the
+policy's answer (interventions still apply).
 The policy is a StreamingAgent session per env; every action it returns is assumed executed in its
 context (the agent's KV cache holds its own answer even when the expert overrode a step), which is
 the usual DAgger approximation. Finished episodes are Trajectories (source "dagger", the executed
@@ -44,6 +51,7 @@ class DaggerConfig:
     intervention_steps: int = 4  # steps the expert then drives
     seed: int = 0
     label_chunk: int = 4  # steps labelled by one open-loop expert plan (1: per-step expert labels)
+    chunk_mixing: bool = True  # beta picks the driver per label chunk (False: per step, the old way)
 
     def validate(self) -> None:
         if not 0.0 <= self.p <= 1.0:
@@ -56,6 +64,8 @@ class DaggerConfig:
             raise ValueError(f"DaggerConfig.intervention_steps must be >= 1, got {self.intervention_steps}")
         if self.label_chunk < 1:
             raise ValueError(f"DaggerConfig.label_chunk must be >= 1, got {self.label_chunk}")
+        if not isinstance(self.chunk_mixing, bool):
+            raise ValueError(f"DaggerConfig.chunk_mixing must be true or false, got {self.chunk_mixing!r}")
 
     @property
     def beta(self) -> float:
@@ -76,6 +86,7 @@ class _EnvSlot:
     beta: float = 1.0
     queue: list[int] = field(default_factory=list)  # the policy's remaining chunk
     plan: list[int] = field(default_factory=list)  # the expert's open-loop labels for the rest of the chunk
+    expert_drives: bool = False  # chunk mixing: the expert executes the current chunk
     rgb: list[bytes] = field(default_factory=list)
     depth: list[np.ndarray] = field(default_factory=list)
     poses: list[np.ndarray] = field(default_factory=list)
@@ -91,6 +102,7 @@ class _EnvSlot:
         self.episode = self.observations = self.expert = self.session = self.agent = None
         self.queue, self.plan, self.rgb, self.depth, self.poses, self.labels, self.executed = [], [], [], [], [], [], []
         self.divergent = self.takeover_left = self.interventions = self.proposed = self.agreed = 0
+        self.expert_drives = False
 
 
 @dataclass
@@ -197,12 +209,12 @@ class DaggerActor:
         if observations.get("depth") is not None:
             slot.depth.append(np.asarray(observations["depth"], dtype=np.float32))
         slot.poses.append(observations["pose"])
-        expert_action, label = self._expert_and_label(slot)
+        label = self._expert_and_label(slot)
         policy_action = slot.queue.pop(0) if slot.queue else None
         if policy_action is not None:
             slot.proposed += 1
             slot.agreed += int(policy_action == label)
-        action = self._choose(slot, expert_action, policy_action)
+        action = self._choose(slot, label, policy_action)
         slot.labels.append(label)
         slot.executed.append(action)
         self.stats.steps += 1
@@ -216,23 +228,29 @@ class DaggerActor:
             slot.episode = None
         return None
 
-    def _expert_and_label(self, slot: _EnvSlot) -> tuple[int, int]:
-        """(the expert's action here, the label recorded for this step): see the module's chunk labels."""
+    def _expert_and_label(self, slot: _EnvSlot) -> int:
+        """The label recorded for this step (the expert executes it when it drives): see chunk labels."""
         state = slot.task.backend.get_agent_state()
         if len(slot.labels) % self.config.label_chunk == 0:
             slot.plan = [int(a) for a in slot.expert.plan(state, self.config.label_chunk)]
+            slot.expert_drives = self.config.chunk_mixing and self._rng.random() < slot.beta
         expert_action = int(slot.expert.act(state))
         planned = slot.plan.pop(0) if slot.plan else None
         if expert_action == Action.STOP or planned is None or planned == Action.STOP:
             slot.plan = []
-            return expert_action, expert_action
-        return expert_action, planned
+            return expert_action
+        return planned
+
+    def _expert_drives(self, slot: _EnvSlot) -> bool:
+        if self.config.chunk_mixing:
+            return slot.expert_drives
+        return bool(self._rng.random() < slot.beta)
 
     def _choose(self, slot: _EnvSlot, label: int, policy_action: int | None) -> int:
         if label == Action.STOP or policy_action is None or slot.takeover_left > 0:
             slot.takeover_left = max(slot.takeover_left - 1, 0)
             return label
-        if self._rng.random() < slot.beta:
+        if self._expert_drives(slot):
             return label
         if policy_action == Action.STOP:  # premature STOP: the expert's action instead
             slot.interventions += 1

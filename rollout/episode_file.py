@@ -42,6 +42,9 @@ class EpisodeHeader:
     file_bytes: int
     header_bytes: int = 0  # payload offset in the file (prefix + header)
     frame_spans: np.ndarray | None = None  # uint64 (T, 3) offset, length, crc32 of each JPEG in the payload (v2)
+    # int8 (T,) under DAgger (also in the payload); in the header so the sample builder can show the
+    # executed actions as dialogue history without reading the payload. None for expert data / older files.
+    executed_actions: np.ndarray | None = None
 
 
 def _serialise(trajectory: Trajectory) -> tuple[dict[str, Any], bytes]:
@@ -73,6 +76,7 @@ def _serialise(trajectory: Trajectory) -> tuple[dict[str, Any], bytes]:
         "payload_len": len(payload_bytes),
         "payload_sha256": hashlib.sha256(payload_bytes).digest(),
         "frame_spans": frame_spans.astype("<u8").tobytes(),
+        "executed_actions": None if trajectory.executed_actions is None else trajectory.executed_actions.tobytes(),
         "created": time.time(),
     }
     return header, payload_bytes
@@ -149,8 +153,18 @@ def _read_header(handle, name: str, file_size: int) -> tuple[EpisodeHeader, int]
         file_bytes=file_size,
         header_bytes=offset,
         frame_spans=_frame_spans(raw, name),
+        executed_actions=_executed_actions(raw, name),
     )
     return header, offset
+
+
+def _executed_actions(raw: dict[str, Any], name: str) -> np.ndarray | None:
+    if raw.get("executed_actions") is None:
+        return None
+    executed = np.frombuffer(raw["executed_actions"], dtype=np.int8)
+    if executed.size != int(raw["num_steps"]):
+        raise CorruptEpisodeError(f"episode file {name}: executed_actions do not match {raw['num_steps']} steps")
+    return executed
 
 
 def _frame_spans(raw: dict[str, Any], name: str) -> np.ndarray | None:

@@ -15,6 +15,17 @@ last one STOP):
   with e.g. num_frames=16 the window at 16 would otherwise hold 8 frames where the agent has 4;
 - images: memory frames first, then the fast frames; time_ids: the step of each image.
 
+DAgger episodes (executed actions recorded next to the labels, issue 8): an assistant turn is both
+the answer the loss trains and the history every later turn of the window reads, and at inference
+that history is the agent's own answer, i.e. what was executed. Where a turn's executed chunk differs
+from its label chunk the two cannot be one text, so the window's sample ends with that turn (its
+label is the target; the turns before it have executed == label). Showing the labels as history
+taught the model text patterns that never happen at inference (e.g. turn-left chunks repeated while
+the frames show the policy going elsewhere: DAgger label turn runs of up to 36 steps vs 12 in expert
+data), and the benchmark's DAgger model spun in place (294/500 val_unseen episodes). The next window
+starts from memory frames only, so later states are still trained. `consistent_history=False`
+restores the label history.
+
 remove_init_turns (off by default): drop the leading turn-in-place labels when the instruction does
 not ask for a turn first. The trimmed trajectory then starts at the first non-turn step (frames,
 labels and time_ids all count from there), as the original dataset's valid_idx does.
@@ -62,6 +73,8 @@ class SampleConfig:
     # instruction, so the model can only learn what vision and the action prior give (evaluate it
     # with the same blank instruction: streamvln eval --blank-instructions).
     blank_instruction: bool = False
+    # DAgger windows end at the first turn whose executed actions differ from its labels (see above).
+    consistent_history: bool = True
 
     def validate(self) -> None:
         validate_window_recipe("SampleConfig", self.num_frames, self.num_future_steps, self.num_history)
@@ -120,16 +133,25 @@ def observed_history_steps(start: int, config: SampleConfig) -> tuple[int, ...]:
     return tuple(observed)
 
 
-def plan_window(labels: np.ndarray, start: int, config: SampleConfig) -> WindowPlan:
-    """Frames and action chunks of the window at `start` of a (trimmed) label sequence."""
+def plan_window(labels: np.ndarray, start: int, config: SampleConfig,
+                executed: np.ndarray | None = None) -> WindowPlan:
+    """Frames and action chunks of the window at `start` of a (trimmed) label sequence.
+
+    executed (DAgger, same length as labels): with config.consistent_history the window ends with
+    its first turn whose executed chunk differs from the label chunk (module docstring)."""
     end = min(start + config.num_frames, len(labels))
     if not 0 <= start < end:
         raise ValueError(f"window start {start} is outside a trajectory of {len(labels)} steps")
-    frame_steps = tuple(range(start, end, config.num_future_steps))
-    chunks = tuple(
-        tuple(int(a) for a in labels[step : min(step + config.num_future_steps, end)]) for step in frame_steps
-    )
-    return WindowPlan(start, observed_history_steps(start, config), frame_steps, chunks)
+    if executed is not None and len(executed) != len(labels):
+        raise ValueError(f"executed actions ({len(executed)}) and labels ({len(labels)}) differ in length")
+    frame_steps, chunks = [], []
+    for step in range(start, end, config.num_future_steps):
+        stop = min(step + config.num_future_steps, end)
+        frame_steps.append(step)
+        chunks.append(tuple(int(a) for a in labels[step:stop]))
+        if config.consistent_history and executed is not None and np.any(executed[step:stop] != labels[step:stop]):
+            break  # later turns would read this label as history, but the frames show the executed chunk
+    return WindowPlan(start, observed_history_steps(start, config), tuple(frame_steps), tuple(chunks))
 
 
 def choose_conjunctions(count: int, episode_key: str, instruction_index: int, start: int, seed: int) -> list[str]:
@@ -155,11 +177,13 @@ def build_nav_sample(
     episode_key: str,
     instruction_index: int = 0,
     source: str = "",
+    executed: np.ndarray | None = None,
 ) -> Sample:
-    """The Sample of one window. `start` counts in the trimmed trajectory (see remove_init_turns)."""
+    """The Sample of one window. `start` counts in the trimmed trajectory (see remove_init_turns).
+    executed: the DAgger episode's executed actions (None for expert data)."""
     offset = initial_turns_to_drop(instruction, labels, config)
     trimmed = np.asarray(labels[offset:])
-    plan = plan_window(trimmed, start, config)
+    plan = plan_window(trimmed, start, config, None if executed is None else np.asarray(executed[offset:]))
     steps = list(plan.history_steps) + list(plan.frame_steps)
     images = load_frames([offset + step for step in steps])
     conjunctions = choose_conjunctions(len(plan.frame_steps), episode_key, instruction_index, start, config.seed)

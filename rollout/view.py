@@ -192,6 +192,7 @@ class StoreView:
             episode_key=header.episode_id + "/" + ref.episode,
             instruction_index=ref.instruction_index,
             source=f"store:{header.source}",
+            executed=header.executed_actions,
         )
 
     def _jpegs(self, header: EpisodeHeader, steps: list[int]) -> list[bytes]:

@@ -34,6 +34,6 @@ SAMPLE_NUM_FUTURE_STEPS = 4
 SAMPLE_NUM_HISTORY = 8
 
 # sorted(agent.config.PRESETS)
-MODEL_PRESETS = ("1.5b", "7b", "small", "tiny")
+MODEL_PRESETS = ("1.5b", "7b", "mini", "small", "tiny")
 # agent.config.TUNABLE_PARTS (order kept: it is the default of `bench model --tunable`)
 TUNABLE_PARTS = ("mm_vision_tower", "mm_mlp_adapter", "mm_language_model")

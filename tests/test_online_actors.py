@@ -170,3 +170,25 @@ def test_chunk_labels_are_the_experts_plan_from_the_chunks_first_frame():
     assert not all(run(label_chunk=1))  # the per-step labels: some chunk is no plan from its first frame
     with pytest.raises(ValueError, match="label_chunk"):
         DaggerConfig(label_chunk=0).validate()
+
+
+def test_chunk_mixing_lets_one_driver_execute_each_chunk():
+    # Issue 8: beta picks who drives a whole label chunk; a per-step draw mixes the policy's chunk with
+    # expert steps (the agent's context then holds an answer that was not executed).
+    def mixed_chunks(chunk_mixing: bool) -> tuple[int, int]:
+        config = DaggerConfig(p=0.5, iteration=1, seed=3, chunk_mixing=chunk_mixing)
+        actor = DaggerActor(tasks(2), FakeAgent(int(Action.TURN_LEFT)), config)
+        mixed = total = 0
+        for trajectory in collect(actor, plane_episodes(3)):
+            executed, labels = trajectory.executed_actions, trajectory.label_actions
+            for start in range(0, trajectory.num_steps - 1, 4):  # the last chunk ends with the expert's STOP
+                chunk, label = executed[start:start + 4], labels[start:start + 4]
+                by_policy, by_label = chunk == Action.TURN_LEFT, chunk == label
+                total += 1
+                mixed += int(not (by_policy.all() or by_label.all()))
+        return mixed, total
+
+    mixed, total = mixed_chunks(True)
+    assert total > 10 and mixed <= total // 10  # only at the episode's end (STOP inside a chunk)
+    mixed_per_step, _ = mixed_chunks(False)
+    assert mixed_per_step > total // 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,10 @@ def test_rows_table_and_shipped_checkpoint_end_to_end(tmp_path, monkeypatch):
 
     shipped = ship_checkpoint(run_dir, tmp_path / "checkpoints" / "toy_tiny")
     assert (shipped / "model.safetensors").is_file() and "streamvln eval" in (shipped / "README.md").read_text()
+    # No online phase: the trained model is the offline (BC) one, and the README names that row.
+    assert "Reproduce the offline row" in (shipped / "README.md").read_text()
+    other = shutil.copytree(run_dir / "offline" / "model", tmp_path / "online_model")
+    assert "Reproduce the trained row" in (ship_checkpoint(run_dir, tmp_path / "ck2", model=other) / "README.md").read_text()
     with pytest.raises(ValueError, match="MB"):
         ship_checkpoint(run_dir, tmp_path / "checkpoints" / "too_big", max_mb=0.5)
     # A fresh clone's eval of the shipped folder reproduces the run's trained row (deterministic policy).

@@ -88,6 +88,10 @@ def sdpa_varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
     if query.shape[0] != 1:
         raise ValueError(f"packed attention expects one row, got a batch of {query.shape[0]}")
     dropout = dropout if module.training else 0.0
+    device = query.device.type
+    if torch.is_autocast_enabled(device) and query.dtype == torch.float32:  # a custom op: autocast skips it
+        dtype = torch.get_autocast_dtype(device)
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
     if dropout == 0.0 and fused_varlen_available(query):
         return _fused_varlen(query, key, value, packed_cu_seqlens, packed_max_seqlen, scaling), None
     return _per_sample_sdpa(query, key, value, packed_cu_seqlens, dropout, scaling), None

@@ -20,6 +20,7 @@ SOURCE_KINDS = ("store", "streamvln", "llava_qa", "interleaved", "scene_qa")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention", "sdpa_varlen")
 COMPILE_SHAPES = ("static", "auto", "dynamic")
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+OPTIMIZER_IMPLS = ("fused", "foreach")
 
 
 @dataclass
@@ -102,6 +103,9 @@ class DataConfig:
     refresh_every: int = 0  # online mode: re-read the growing store every N batches (0: never)
     batches_per_epoch: int = 1000  # the mixture draws with replacement; an epoch is this many batches
     blank_instructions: bool = False  # instruction-blind ablation: navigation prompts without the instruction
+    # DAgger windows end at the first turn whose executed chunk differs from its labels
+    # (rollout.samples.SampleConfig.consistent_history); false: label history, as before issue 8's fix
+    consistent_history: bool = True
 
     def validate(self) -> None:
         for index, source in enumerate(self.sources):
@@ -110,6 +114,8 @@ class DataConfig:
             _require(getattr(self, name) > 0, f"data.{name} must be > 0")
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")
         _require(self.refresh_every >= 0, "data.refresh_every must be >= 0")
+        _require(isinstance(self.consistent_history, bool),
+                 f"data.consistent_history must be true or false, got {self.consistent_history!r}")
 
 
 @dataclass
@@ -131,9 +137,16 @@ class SpeedConfig:
     # bucket), "auto" (dynamic=None: static first, one recompile with symbolic lengths), "dynamic".
     compile_shapes: str = "auto"
     compile_backend: str = "inductor"  # "eager" / "aot_eager" trace without code generation (tests)
+    # fp32 trainable weights + torch.autocast(bf16) compute instead of DeepSpeed's bf16 engine: the torch
+    # optimizer updates the weights with a few multi-tensor kernels, no per-parameter copies into ZeRO's
+    # buckets, fp32 partitions and back (needs bf16: true; ZeRO stage 0 gets the learner's foreach clipping).
+    torch_autocast: bool = False
+    optimizer_impl: str = "fused"  # torch AdamW kernels on CUDA: fused | foreach
 
     def validate(self) -> None:
         _require(self.checkpoint_every_n_layers >= 1, "speed.checkpoint_every_n_layers must be >= 1")
+        _require(self.optimizer_impl in OPTIMIZER_IMPLS,
+                 f"speed.optimizer_impl must be one of {OPTIMIZER_IMPLS}, got {self.optimizer_impl!r}")
         _require(self.ce_chunk_tokens >= 1, "speed.ce_chunk_tokens must be >= 1")
         _require(self.attn_implementation in ATTENTION_IMPLEMENTATIONS,
                  f"speed.attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attn_implementation!r}")
@@ -157,6 +170,8 @@ class TrainConfig:
     tunable_parts: tuple[str, ...] = ("mm_mlp_adapter", "mm_language_model")
     deepspeed_config: str = "configs/deepspeed/zero2.json"
     zero_stage: int | None = None  # overrides the JSON's zero_optimization.stage when set
+    # Deep-merged into the JSON last, e.g. {"zero_optimization": {"round_robin_gradients": true}}
+    deepspeed_overrides: dict[str, Any] = field(default_factory=dict)
     micro_batch_size: int = 1
     grad_accum_steps: int = 1
     grad_clip: float = 1.0
@@ -199,6 +214,9 @@ class TrainConfig:
         self.schedule.validate()
         self.data.validate()
         self.speed.validate()
+        _require(not self.speed.torch_autocast or self.bf16,
+                 "speed.torch_autocast computes in bf16 under torch.autocast: it needs bf16: true")
+        _require(isinstance(self.deepspeed_overrides, dict), "deepspeed_overrides must be a mapping")
 
 
 def _require(condition: bool, message: str) -> None:

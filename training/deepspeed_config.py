@@ -88,7 +88,31 @@ def merge_deepspeed_config(base: dict[str, Any], config: TrainConfig) -> dict[st
     if config.zero_stage is not None:
         merged["zero_optimization"]["stage"] = config.zero_stage
     merged.setdefault("steps_per_print", 10**9)
+    deep_update(merged, config.deepspeed_overrides)
+    if config.speed.torch_autocast:
+        # fp32 weights and grads (no DeepSpeed bf16 wrapper), bf16 compute under torch.autocast
+        merged["bf16"] = {"enabled": False}
+        merged["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        if learner_clips_gradients(merged):
+            merged["gradient_clipping"] = 0.0  # the learner clips with one multi-tensor norm instead
+    validate_deepspeed_dict(merged, "DeepSpeed config after train-config overrides")
     return merged
+
+
+def learner_clips_gradients(ds_config: dict[str, Any]) -> bool:
+    """Without ZeRO and DeepSpeed's bf16 wrapper the grads are the fp32 params' .grad: the learner clips
+    them with torch's foreach norm (DeepSpeed's own clip takes one norm kernel per tensor)."""
+    return (ds_config.get("torch_autocast", {}).get("enabled") is True
+            and ds_config["zero_optimization"]["stage"] == 0)
+
+
+def deep_update(target: dict[str, Any], updates: dict[str, Any]) -> None:
+    """Merge `updates` into `target` in place, recursing into nested dicts (values are copied)."""
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            deep_update(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 def build_deepspeed_config(config: TrainConfig) -> dict[str, Any]:

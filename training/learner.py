@@ -26,7 +26,7 @@ from torch import nn
 
 from training import checkpoint as ckpt
 from training.config import TrainConfig, config_to_dict
-from training.deepspeed_config import build_deepspeed_config
+from training.deepspeed_config import build_deepspeed_config, learner_clips_gradients
 from training.distributed import barrier, init_distributed, rank, world_size
 from training.flops import FlopCounter, mfu
 from training.logging import TrainLogger
@@ -67,6 +67,7 @@ class Learner:
         self.processor = processor
         self.on_publish = on_publish
         self.flop_counter = flop_counter
+        self.parts = parts
         self.step = 0
         self.samples_seen: dict[str, int] = {}
         self._stop_signal: int | None = None
@@ -81,6 +82,13 @@ class Learner:
         self.zero_stage = int(ds_config["zero_optimization"]["stage"])
         self.engine, self.group_names = self._build_engine(model, parts, ds_config)
         self.device = self.engine.device
+        if self.world_size == 1 and self.zero_stage == 0:
+            # Nothing to all-reduce: skip DeepSpeed's flatten + copy-back of every gradient per step.
+            self.engine.enable_backward_allreduce = False
+        # The learner clips (one foreach norm) where DeepSpeed would take a norm per tensor.
+        self._clip_params = ([p for p in model.parameters() if p.requires_grad]
+                             if learner_clips_gradients(ds_config) and config.grad_clip > 0 else [])
+        self._grad_norm: torch.Tensor | None = None
         self.logger = TrainLogger(self.out_dir / "tensorboard", config.steps, progress=config.progress,
                                   enabled=self.rank == 0)
 
@@ -90,9 +98,11 @@ class Learner:
         groups = parameter_groups(model, self.config.optim)
         names = [group.pop("name") for group in groups]
         optim = self.config.optim
-        use_fused = torch.cuda.is_available()
+        cuda = torch.cuda.is_available()
+        impl = self.config.speed.optimizer_impl
         optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                      fused=use_fused or None)
+                                      fused=(cuda and impl == "fused") or None,
+                                      foreach=(cuda and impl == "foreach") or None)
         scheduler = partial(build_scheduler, config=self.config.schedule, total_steps=self.config.steps)
         module = TrainingModule(model, self.config.speed, parts)
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
@@ -136,6 +146,9 @@ class Learner:
             out = self.engine(self._to_device(batch))
             self.engine.backward(self._objective(out.loss, count, step_tokens))
             self._check_finite(out.loss, start_state)  # before the update, so the saved state is good
+            if self._clip_params and self.engine.is_gradient_accumulation_boundary():
+                self._grad_norm = torch.nn.utils.clip_grad_norm_(self._clip_params, self.config.grad_clip,
+                                                                 foreach=True)
             self.engine.step()
             stats.add_loss(out, batch, count)
         self.step += 1
@@ -177,6 +190,8 @@ class Learner:
 
     # ------------------------------------------------------------------ pieces of a step
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.parts is not None and hasattr(self.parts, "host_info"):
+            batch = {**batch, **self.parts.host_info(batch)}  # read on the CPU: no GPU sync in the forward
         non_blocking = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
@@ -205,7 +220,7 @@ class Learner:
             scalars["loss"] = _token_mean_over_ranks(stats, self.device)
         for name, lr in zip(self.group_names, lrs):
             scalars[f"lr/{name}"] = lr
-        grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = self._grad_norm if self._clip_params else self.engine.get_global_grad_norm()
         if grad_norm is not None:
             scalars["grad_norm"] = float(grad_norm)
         scalars["step_time_s"] = seconds / max(stats.steps, 1)

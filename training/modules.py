@@ -36,6 +36,11 @@ class ModelParts(Protocol):
 
     def embed(self, batch: dict[str, Any]) -> Embedded: ...
 
+    def host_info(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Python-side facts about the CPU batch (before it moves to the device) that embed / packing
+        would otherwise read back from the GPU: {"host_lengths": per-sample LM tokens, ...}."""
+        ...
+
     def backbone(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
                  position_ids: torch.Tensor | None, **attention_kwargs) -> torch.Tensor: ...
 
@@ -53,6 +58,11 @@ class CausalLMParts:
         if mask is None:
             mask = torch.ones_like(input_ids)
         return Embedded(self.model.get_input_embeddings()(input_ids), mask, batch["labels"])
+
+    def host_info(self, batch: dict[str, Any]) -> dict[str, Any]:
+        mask = batch.get("attention_mask")
+        lengths = mask.sum(1) if mask is not None else torch.full((batch["input_ids"].shape[0],), batch["input_ids"].shape[1])
+        return {"host_lengths": tuple(lengths.tolist())}
 
     def backbone(self, inputs_embeds, attention_mask, position_ids, **attention_kwargs):
         out = self.model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -72,8 +82,25 @@ class SlowFastParts:
         frames = self.model.encode_frames(batch["images"])
         embeds, mask, labels, positions = self.model.embed_multimodal(
             batch["input_ids"], batch.get("attention_mask"), batch["labels"], frames,
-            batch.get("num_memory"), batch.get("image_counts"))
+            batch.get("num_memory"), batch.get("image_counts"), layout=batch.get("host_layout"))
         return Embedded(embeds, mask, labels, positions)
+
+    def host_info(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Validates the placeholders against the frames on the CPU (clear errors, no GPU sync)."""
+        from agent.multimodal import host_layout
+
+        input_ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        mask = torch.ones_like(input_ids) if mask is None else mask
+        num_memory = batch.get("num_memory")
+        num_memory = torch.zeros(input_ids.shape[0], dtype=torch.long) if num_memory is None else torch.as_tensor(num_memory)
+        counts = batch.get("image_counts")
+        if counts is None:  # as embed_multimodal defaults it: the <image> placeholders + history frames
+            counts = ((input_ids == self.model.config.image_token_index) & mask.bool()).sum(1) + num_memory
+        images = batch.get("images")
+        frames = int(images.shape[0]) if isinstance(images, torch.Tensor) else 0
+        layout = host_layout(input_ids, mask, counts, num_memory, frames, int(self.model.config.tokens_per_frame))
+        return {"host_layout": layout, "host_lengths": layout.lengths}
 
     def backbone(self, inputs_embeds, attention_mask, position_ids, **attention_kwargs):
         out = self.model.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -126,9 +153,10 @@ class TrainingModule(nn.Module):
     def _split(self, batch: dict[str, Any]) -> StepLoss:
         parts = self._parts
         embedded = parts.embed(batch)
+        embedded.inputs_embeds = _to_autocast_dtype(embedded.inputs_embeds)
         if self.speed.packing:
             packed = pack_padded(embedded.inputs_embeds, embedded.attention_mask, embedded.labels,
-                                 self.speed.pack_multiple)
+                                 self.speed.pack_multiple, batch.get("host_lengths"))
             # The packed_* kwargs are read by the sdpa_varlen attention (training/attention.py); others ignore them.
             hidden = parts.backbone(packed.inputs_embeds, None, packed.position_ids,
                                     packed_cu_seqlens=packed.cu_seqlens, packed_max_seqlen=packed.max_seqlen)
@@ -148,6 +176,16 @@ class TrainingModule(nn.Module):
         return full_logits_cross_entropy(parts.lm_head(hidden), labels)
 
 
+def _to_autocast_dtype(embeds: torch.Tensor) -> torch.Tensor:
+    """Under torch.autocast (SpeedConfig.torch_autocast) the fp32 embedding table gives fp32 embeddings;
+    in the autocast dtype the residual stream, rotary q/k and attention stay bf16 as with a bf16 model
+    (half the activation memory and bandwidth, and the fused varlen kernel takes them)."""
+    device = embeds.device.type
+    if not torch.is_autocast_enabled(device):
+        return embeds
+    return embeds.to(torch.get_autocast_dtype(device))
+
+
 # Batch keys that describe the batch for logging and never go into the model.
-NON_MODEL_KEYS = frozenset({"task_type", "source"})
+NON_MODEL_KEYS = frozenset({"task_type", "source", "host_layout", "host_lengths"})
 

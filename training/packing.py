@@ -12,10 +12,12 @@ one extra trailing "sample" (its own causal block: no real token attends to it),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from agent.multimodal import nonzero_indices
 from training.loss import IGNORE_INDEX
 
 
@@ -42,12 +44,15 @@ def bucketed_length(tokens: int, multiple: int) -> int:
 
 
 def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                multiple: int = 0) -> Packed:
+                multiple: int = 0, lengths: Sequence[int] | None = None) -> Packed:
     """Keep tokens where attention_mask is 1 (left or right padding), in order, one sample after another;
-    then pad the row to a multiple of `multiple` tokens (0: no padding)."""
+    then pad the row to a multiple of `multiple` tokens (0: no padding). `lengths`: each sample's valid
+    tokens, known on the host (the learner measures the CPU batch); None reads them from the mask (a sync)."""
     valid = attention_mask.bool()
-    lengths = valid.sum(dim=1)
-    host_lengths = lengths.tolist()  # the one sync: packing has data-dependent shapes anyway
+    device_lengths = valid.sum(dim=1)
+    host_lengths = list(lengths) if lengths is not None else device_lengths.tolist()
+    if len(host_lengths) != valid.shape[0]:
+        raise ValueError(f"pack_padded: {len(host_lengths)} host lengths for a batch of {valid.shape[0]}")
     if min(host_lengths) == 0:
         raise ValueError("cannot pack a micro batch with an empty sample (attention_mask all zero)")
     bounds = [0]
@@ -56,13 +61,14 @@ def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, label
     real = bounds[-1]
     total = bucketed_length(real, multiple)
     pad = total - real
-    rows, _ = torch.nonzero(valid, as_tuple=True)
-    starts = torch.cumsum(lengths, 0) - lengths
+    rows, cols = nonzero_indices(valid, real)  # sized on the host: no sync
+    starts = torch.cumsum(device_lengths, 0) - device_lengths
     positions = torch.arange(real, device=rows.device) - starts[rows]
-    packed_labels = labels[valid].clone()
+    packed_labels = labels[rows, cols]  # advanced indexing copies: labels stays untouched
     # A sample's first token would otherwise be "predicted" from the previous sample's last token.
-    packed_labels[starts] = IGNORE_INDEX
-    embeds = inputs_embeds[valid]
+    # index_fill_ takes the value as a Python scalar: `x[idx] = v` copies v to the GPU and syncs.
+    packed_labels.index_fill_(0, starts, IGNORE_INDEX)
+    embeds = inputs_embeds[rows, cols]
     # With buckets the padding block is always there (maybe empty): the cu_seqlens shape stays fixed.
     cu_bounds = bounds + ([total] if multiple > 1 else [])
     if pad:

@@ -24,11 +24,12 @@ import torch
 from agent.streaming.attention import use_gqa_attention
 from agent.streaming.batching import Decoded, DecodeRules, greedy_decode, make_stepper
 from agent.streaming.cache import SessionCache, TextModel
-from agent.streaming.config import CacheScheme, StreamingConfig
+from agent.streaming.config import CacheScheme, Decoding, StreamingConfig
 from agent.streaming.graph import EncoderGraphs, GraphedDecoder, GraphStepper, scratch_need
 from agent.streaming.memory import FrameBank
 from agent.streaming.prompt import ProcessorView, Segment, embed_segments
 from agent.streaming.session import ActOutput, AgentSession, Observation, PreparedWindow, check_observation
+from agent.streaming.speculative import draft_actions, speculative_decode
 from agent.streaming.voxel import CameraModel
 from rollout.dialogue import CONJUNCTIONS
 
@@ -167,11 +168,8 @@ class StreamingAgent:
         prefill_ms = decode_ms = 0.0
         for group in groups:
             t0 = self.now_ms()
-            stepper = self._stepper([sessions[i] for i in group],
-                                    [sum(seg.length for seg in plans[i][0]) for i in group])
-            first = stepper.prefill([embed_segments(self.text_model, plans[i][0]) for i in group])
-            t1 = self.now_ms()
-            for i, result, h in zip(group, greedy_decode(stepper, first, self.rules), first):
+            results, first, t1 = self._decode_group([sessions[i] for i in group], [plans[i][0] for i in group])
+            for i, result, h in zip(group, results, first):
                 decoded[i], hidden[i] = result, h
             prefill_ms, decode_ms = prefill_ms + t1 - t0, decode_ms + self.now_ms() - t1
         timings = {"encode": encoded - start, "prefill": prefill_ms, "generate": decode_ms}
@@ -180,6 +178,31 @@ class StreamingAgent:
         for out in outputs:
             out.timings_ms["total"] = total
         return outputs
+
+    def _decode_group(self, sessions: list[AgentSession], segments: list[list[Segment]]):
+        """Prefill each session's new segments (speculative: + its drafted actions) in one forward,
+        then decode its chunk. Returns (Decoded per session, hidden at each generation prompt, the
+        time the prefill ended)."""
+        drafts = self._drafts(sessions)
+        if drafts is not None:
+            segments = [[*segs, Segment(ids)] for segs, ids in zip(segments, drafts)]
+        stepper = self._stepper(sessions, [sum(seg.length for seg in segs) for segs in segments])
+        embeds = [embed_segments(self.text_model, segs) for segs in segments]
+        if drafts is None:
+            first = stepper.prefill(embeds)
+            prefilled = self.now_ms()
+            return greedy_decode(stepper, first, self.rules), first, prefilled
+        tail = stepper.prefill(embeds, tail=len(drafts[0]) + 1)
+        prefilled = self.now_ms()
+        return speculative_decode(stepper, tail, drafts, self.rules), tail[:, 0], prefilled
+
+    def _drafts(self, sessions: list[AgentSession]) -> list[list[int]] | None:
+        """Token ids of each session's drafted actions (None: greedy decoding, or nothing to draft)."""
+        count = self.config.num_future_steps - 1
+        if self.config.decoding is not Decoding.SPECULATIVE or count < 1:
+            return None
+        symbols = self.prompt.symbol_ids
+        return [[symbols[a] for a in draft_actions(self.config.draft, s.last_actions, count)] for s in sessions]
 
     def _encode(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
         """Pooled tokens (P, hidden) per frame; frames of one size go through the tower together."""
@@ -326,6 +349,8 @@ class StreamingAgent:
             session.cache.truncate_to(session.turn_end)
             session.pending = canonical
         session.window.append(Segment(canonical))
+        session.last_actions = list(actions)
+        session.stats.count_decoding(decoded)
         session.step += len(actions)
         session.stats.calls += 1
         return ActOutput(actions, dict(timings), notes, fallback, boundary, decoded, hidden)

@@ -27,12 +27,22 @@ class SingleStepper:
         self.cache = cache
         self.text_model = cache.text_model
 
-    def prefill(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.cache.prefill(embeds[0])[-1:].clone()
+    def prefill(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
+        """Last hidden state (1, hidden), or the last `tail` ones (1, tail, hidden)."""
+        hidden = self.cache.prefill(embeds[0])
+        return hidden[-1:].clone() if tail is None else hidden[-tail:].unsqueeze(0).clone()
 
     def advance(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
         del active  # a single row only advances while it is active
         return self.cache.advance(tokens[0]).unsqueeze(0)
+
+    def extend(self, tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed several tokens in one forward; returns their hidden states (1, T, hidden)."""
+        return self.cache.prefill(self.text_model.embed(tokens[0])).unsqueeze(0)
+
+    def rollback(self, drops: Sequence[int]) -> None:
+        """Forget the last drops[0] tokens (rejected speculative drafts)."""
+        self.cache.truncate_to(self.cache.length - drops[0])
 
     def finish(self) -> None:
         """Nothing to write back: the session's cache was used in place."""
@@ -87,7 +97,7 @@ class RaggedStepper:
         self.next_pos = self.next_pos + new_valid.sum(dim=1)
         return hidden
 
-    def prefill(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+    def prefill(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
         self._padded_cache()
         counts = [e.shape[0] for e in embeds]
         width = max(counts)
@@ -96,14 +106,30 @@ class RaggedStepper:
             batch[row, : e.shape[0]] = e
         new_valid = torch.arange(width, device=batch.device).unsqueeze(0) < torch.tensor(
             counts, device=batch.device).unsqueeze(1)
-        hidden = self._forward(batch, new_valid)
-        last = torch.tensor(counts, device=batch.device) - 1
-        return hidden[torch.arange(len(embeds), device=batch.device), last]
+        return last_hidden(self._forward(batch, new_valid), counts, tail)
 
     def advance(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
         embeds = self.text_model.embed(tokens).unsqueeze(1)
         new_valid = torch.tensor(list(active), device=embeds.device).unsqueeze(1)
         return self._forward(embeds, new_valid)[:, 0]
+
+    def extend(self, tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed each row's tokens (rows may have none) in one forward; (B, max tokens, hidden) hidden
+        states, right-padded (padding columns stay invalid)."""
+        width = max(len(row) for row in tokens)
+        ids = [list(row) + [0] * (width - len(row)) for row in tokens]
+        embeds = self.text_model.embed([i for row in ids for i in row]).view(len(ids), width, -1)
+        counts = torch.tensor([len(row) for row in tokens], device=embeds.device)
+        return self._forward(embeds, torch.arange(width, device=embeds.device).unsqueeze(0) < counts.unsqueeze(1))
+
+    def rollback(self, drops: Sequence[int]) -> None:
+        """Forget each row's last drops[r] real tokens: their columns become padding (masked, never
+        written back) and the row's next token takes the first forgotten position."""
+        for row, drop in enumerate(drops):
+            if drop:
+                columns = self.valid[row].nonzero().squeeze(1)[-drop:]
+                self.valid[row, columns] = False
+        self.next_pos = self.next_pos - torch.tensor(list(drops), device=self.next_pos.device)
 
     def finish(self) -> None:
         """Write each session's valid columns back into its own cache."""
@@ -112,6 +138,19 @@ class RaggedStepper:
             cols = self.valid[row].nonzero().squeeze(1)
             cache.replace([(k[row:row + 1].index_select(-2, cols), v[row:row + 1].index_select(-2, cols))
                            for k, v in layers])
+
+
+def last_hidden(hidden: torch.Tensor, counts: Sequence[int], tail: int | None = None) -> torch.Tensor:
+    """From right-padded (B, W, hidden) states: each row's last real one (B, hidden), or with `tail`
+    its last `tail` real ones (B, tail, hidden) (a copy either way)."""
+    rows = torch.arange(len(counts), device=hidden.device)
+    last = torch.tensor([c - 1 for c in counts], device=hidden.device)
+    if tail is None:
+        return hidden[rows, last]
+    if min(counts) < tail:
+        raise ValueError(f"asked for the last {tail} hidden states of rows with {list(counts)} new tokens")
+    index = last.unsqueeze(1) - torch.arange(tail - 1, -1, -1, device=hidden.device).unsqueeze(0)
+    return hidden[rows.unsqueeze(1), index]
 
 
 def make_stepper(caches: Sequence[SessionCache]):
@@ -134,42 +173,57 @@ class Decoded:
     tokens: list[int] = field(default_factory=list)  # generated ids, the end marker included
     fed: int = 0  # how many of them went into the cache (the rest is the caller's to append)
     logits: list[torch.Tensor] = field(default_factory=list)  # (A,) float32 per decode step
+    passes: int = 1  # forwards this row took part in (weight passes): the turn's prefill + decode steps
+    drafted: int = 0  # speculative drafts fed with the turn
+    accepted: int = 0  # drafts greedy decoding agreed with (kept in the cache)
+
+
+def pick_tokens(logits: torch.Tensor, rules: DecodeRules) -> list:
+    """Greedy choice over the allowed ids for (..., A) logits (full_chunks: no end marker or STOP)."""
+    choice = logits
+    if rules.full_chunks:
+        choice = logits.clone()
+        choice[..., [rules.allowed_ids.index(rules.end_id), rules.allowed_ids.index(rules.stop_id)]] = float("-inf")
+    allowed = torch.tensor(rules.allowed_ids, device=logits.device)
+    return allowed[choice.argmax(dim=-1)].tolist()
+
+
+def record_pick(result: Decoded, token: int, logits: torch.Tensor, rules: DecodeRules) -> bool:
+    """Append one decoded token; a row must end after max_actions symbols or after STOP, so that end
+    marker is appended without running the model. Returns whether the row is done."""
+    result.tokens.append(token)
+    result.logits.append(logits)
+    if token != rules.end_id and (len(result.tokens) >= rules.max_actions or token == rules.stop_id):
+        result.tokens.append(rules.end_id)  # the only token allowed here
+    return result.tokens[-1] == rules.end_id
+
+
+def decode_rest(stepper, results: list[Decoded], done: list[bool], picked: list[int], rules: DecodeRules) -> None:
+    """Greedy steps until every row is done: feed each active row's last pick, decode the next one."""
+    while not all(done):
+        active = [not d for d in done]
+        for row, is_active in enumerate(active):
+            results[row].fed += is_active
+            results[row].passes += is_active
+        hidden = stepper.advance([p if a else rules.end_id for p, a in zip(picked, active)], active)
+        logits = stepper.text_model.allowed_logits(hidden)  # (B, A)
+        picked = pick_tokens(logits, rules)
+        for row in range(len(results)):
+            if active[row]:
+                done[row] = record_pick(results[row], picked[row], logits[row], rules)
 
 
 def greedy_decode(stepper, first_hidden: torch.Tensor, rules: DecodeRules) -> list[Decoded]:
-    """Decode every row until its end marker. A row must end after max_actions symbols or after STOP;
-    that forced end marker is appended without running the model (one forward saved per call).
+    """Decode every row until its end marker (one forward per further token; the forced end marker
+    after max_actions symbols or STOP costs none).
 
     The last generated token of each row (its end marker) is NOT fed back: the caller appends the
     canonical answer tail with the next turn.
     """
-    allowed = torch.tensor(rules.allowed_ids, device=first_hidden.device)
-    end_col = rules.allowed_ids.index(rules.end_id)
-    stop_col = rules.allowed_ids.index(rules.stop_id)
-    results = [Decoded() for _ in range(first_hidden.shape[0])]
-    done = [False] * len(results)
-    hidden = first_hidden
-    while True:
-        logits = stepper.text_model.allowed_logits(hidden)  # (B, A)
-        choice = logits
-        if rules.full_chunks:
-            choice = logits.clone()
-            choice[:, [end_col, stop_col]] = float("-inf")
-        picked = allowed[choice.argmax(dim=-1)].tolist()
-        for row, result in enumerate(results):
-            if done[row]:
-                continue
-            result.tokens.append(picked[row])
-            result.logits.append(logits[row])
-            if picked[row] != rules.end_id and (len(result.tokens) >= rules.max_actions
-                                                or picked[row] == rules.stop_id):
-                result.tokens.append(rules.end_id)  # the only token allowed here
-            done[row] = result.tokens[-1] == rules.end_id
-        if all(done):
-            break
-        active = [not d for d in done]
-        for row, is_active in enumerate(active):
-            results[row].fed += is_active
-        hidden = stepper.advance([p if a else rules.end_id for p, a in zip(picked, active)], active)
+    logits = stepper.text_model.allowed_logits(first_hidden)  # (B, A)
+    picked = pick_tokens(logits, rules)
+    results = [Decoded() for _ in picked]
+    done = [record_pick(result, token, logits[row], rules) for row, (result, token) in enumerate(zip(results, picked))]
+    decode_rest(stepper, results, done, picked, rules)
     stepper.finish()
     return results

@@ -9,6 +9,32 @@ from envs.actions import Action
 from rollout.dialogue import CONJUNCTIONS, validate_window_recipe
 
 
+class Decoding(str, Enum):
+    """How a call's action chunk is decoded (both give the same greedy actions).
+
+    GREEDY: the turn's prefill gives the first action, then one forward (a full weight pass) per
+        further action.
+    SPECULATIVE: draft-and-verify (agent/streaming/speculative.py): the drafted actions are fed with
+        the turn in the same forward; the longest prefix of drafts that greedy decoding agrees with
+        is kept (plus the first disagreeing action, which comes free), rejected drafts are rolled back
+        and the rest is decoded greedily. A call whose drafts are right costs one weight pass.
+    """
+
+    GREEDY = "greedy"
+    SPECULATIVE = "speculative"
+
+
+class DraftPolicy(str, Enum):
+    """What the speculative drafts guess for the next chunk (the first call drafts MOVE_FORWARD).
+
+    PREVIOUS: the previous call's actions in order (padded with its last one).
+    REPEAT_LAST: the last executed action, repeated.
+    """
+
+    PREVIOUS = "previous"
+    REPEAT_LAST = "repeat_last"
+
+
 class CacheScheme(str, Enum):
     """How the KV cache is kept between model calls.
 
@@ -60,9 +86,18 @@ class StreamingConfig:
     # Masked attention with GQA heads folded into the query axis instead of K/V copied per head
     # (agent/streaming/attention.py; same results). Switches the language model's SDPA attention.
     gqa_attention: bool = True
+    # Decoding of the action chunk (same actions either way; speculative needs fewer weight passes).
+    decoding: Decoding = Decoding.SPECULATIVE
+    draft: DraftPolicy = DraftPolicy.REPEAT_LAST
 
     def validate(self) -> StreamingConfig:
         self.scheme = CacheScheme(self.scheme)
+        for name, kind in (("decoding", Decoding), ("draft", DraftPolicy)):
+            try:
+                setattr(self, name, kind(getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"StreamingConfig.{name} {getattr(self, name)!r} is not one of "
+                                 f"{[item.value for item in kind]}") from None
         validate_window_recipe("StreamingConfig", self.num_frames, self.num_future_steps, self.num_history)
         if self.conjunction not in CONJUNCTIONS:
             raise ValueError(f"StreamingConfig.conjunction {self.conjunction!r} is not one of {CONJUNCTIONS}")

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from agent.streaming.batching import last_hidden
 from agent.streaming.cache import SessionCache, TextModel
 from agent.streaming.prefill_graph import ScratchPrefill, prefill_bucket
 
@@ -116,13 +117,14 @@ class GraphedDecoder:
         self.hidden = out.last_hidden_state[:, -1]
         return self.hidden
 
-    def prefill_one(self, cache: SessionCache, embeds: torch.Tensor) -> torch.Tensor | None:
+    def prefill_one(self, cache: SessionCache, embeds: torch.Tensor, tail: int | None = None) -> torch.Tensor | None:
         """One row: load `cache`, then run the (T, hidden) new embeddings on the scratch (a graph per
-        bucketed T). Returns the last hidden state (1, hidden), or None when T is too long for a graph."""
+        bucketed T). Returns the last hidden state (1, hidden) (with `tail`: the last `tail` ones,
+        (1, tail, hidden)), or None when T is too long for a graph."""
         if self.rows != 1 or self.prefill_graph([cache.length], [embeds.shape[0]]) is None:
             return None
         self.load([cache])
-        return self.prefill_rows([embeds])
+        return self.prefill_rows([embeds], tail)
 
     def prefill_graph(self, lengths: Sequence[int], counts: Sequence[int]) -> ScratchPrefill | None:
         """The prefill graph for rows of these cache lengths and new-token counts, captured now if new;
@@ -191,25 +193,26 @@ class GraphedDecoder:
         self.mask.copy_(torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min))
 
     @torch.no_grad()
-    def prefill_rows(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+    def prefill_rows(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
         """Batched prefill after load(): the graph of the bucketed width when prefill_graph() made one
-        that fits, else eager."""
+        that fits, else eager. Each row's last hidden state (B, hidden), or last `tail` (B, tail, hidden)."""
         counts = [e.shape[0] for e in embeds]
         width = prefill_bucket(max(counts), self.max_prefill)
         graph = self.prefills.get(width) if len(counts) == self.rows and max(counts) <= max(
             self.max_prefill, self.max_long) and max(self.lengths) + width <= self.max_len else None
         if graph is None:
-            return self._eager_prefill_rows(embeds)
-        hidden = graph.run(embeds, self.lengths)
+            return self._eager_prefill_rows(embeds, tail)
+        hidden = graph.run(embeds, self.lengths, tail)
         self.lengths = [length + count for length, count in zip(self.lengths, counts)]
         self._open_columns()
         return hidden
 
-    def _eager_prefill_rows(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _eager_prefill_rows(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
         """Eager batched prefill on the scratch after load(): row r's (T_r, hidden) new embeddings go
         right-padded at positions lengths[r] onward, each token seeing its row's context and the new
         tokens up to itself. Padding tokens write columns past the row's end that stay masked (the next
-        decode step of the row overwrites the first). Returns the last real hidden state per row (B, hidden)."""
+        decode step of the row overwrites the first). Returns the last real hidden state per row (B, hidden)
+        (with `tail`: the last `tail` ones, (B, tail, hidden))."""
         text_model = self.text_model
         device = self.mask.device
         counts = [e.shape[0] for e in embeds]
@@ -227,8 +230,7 @@ class GraphedDecoder:
         out = text_model.decoder(
             inputs_embeds=batch, attention_mask={"full_attention": mask}, position_ids=position,
             use_cache=True, **{text_model._cache_arg: kv}, **extra)
-        last = torch.tensor([c - 1 for c in counts], device=device)
-        hidden = out.last_hidden_state[torch.arange(len(counts), device=device), last]
+        hidden = last_hidden(out.last_hidden_state, counts, tail)
         self.lengths = [length + count for length, count in zip(self.lengths, counts)]
         self._open_columns()
         return hidden
@@ -250,13 +252,20 @@ class GraphedDecoder:
             self.lengths[row] += 1
         return self.hidden.clone()
 
+    def rollback(self, drops: Sequence[int]) -> None:
+        """Forget each row's last drops[r] tokens (rejected speculative drafts): the row ends earlier and
+        its mask closes those columns; the next token written to the row overwrites the first of them."""
+        self.lengths = [length - drop for length, drop in zip(self.lengths, drops)]
+        self._open_columns()
+
     def store(self, caches: Sequence[SessionCache]) -> None:
-        """Each session whose row grew since load() becomes a view of its whole row (context + new
+        """Each session whose row changed since load() becomes a view of its whole row (context + new
         columns), no copy: the row stays its own until another session is loaded there (evict()).
-        Decode steps and padded prefills only write columns past a row's length, which no view covers."""
+        Decode steps and padded prefills only write columns past a row's length, which no view covers.
+        (A row rolled back below a cache that was prefilled before load() changed too.)"""
         for row, cache in enumerate(caches):
             length = self.lengths[row]
-            if length > self.starts[row]:
+            if length > self.starts[row] or length != cache.length:
                 cache.adopt(self.keys_all[:, row:row + 1, :, :length], self.values_all[:, row:row + 1, :, :length])
                 self.owners[row] = weakref.ref(cache)
 
@@ -271,12 +280,17 @@ class GraphStepper:
         self.turn_tokens = turn_tokens  # segments up to this long are batched whole
         self.head_decoder = head_decoder  # one row: long segment heads as a graph (else eagerly)
 
-    def prefill(self, embeds) -> torch.Tensor:
+    def prefill(self, embeds, tail: int | None = None) -> torch.Tensor:
+        """Each row's last hidden state (B, hidden), or its last `tail` ones (B, tail, hidden). With a
+        tail (speculative decoding) the smallest prefill graph is captured first for extend()."""
+        if tail is not None:  # a capture writes scratch columns: now, before any row is loaded
+            self.decoder.prefill_graph([c.length for c in self.caches], [1] * len(self.caches))
         if len(self.caches) == 1:
-            hidden = self.decoder.prefill_one(self.caches[0], embeds[0])
+            hidden = self.decoder.prefill_one(self.caches[0], embeds[0], tail)
             if hidden is not None:  # the new tokens are in the scratch; finish() stores them
                 return hidden
-            hidden = self.caches[0].prefill(embeds[0])[-1:].clone()
+            hidden = self.caches[0].prefill(embeds[0])
+            hidden = hidden[-1:].clone() if tail is None else hidden[-tail:].unsqueeze(0).clone()
             self.decoder.load(self.caches)
             return hidden
         # Several rows: one batched prefill on the scratch (no padded copies of the caches). A row with
@@ -286,7 +300,7 @@ class GraphStepper:
         embeds = prefill_long_heads(self.caches, embeds, width, self._prefill_head)
         self.decoder.prefill_graph([c.length for c in self.caches], [e.shape[0] for e in embeds])
         self.decoder.load(self.caches)
-        return self.decoder.prefill_rows(embeds)
+        return self.decoder.prefill_rows(embeds, tail)
 
     def _prefill_head(self, cache: SessionCache, embeds: torch.Tensor) -> None:
         head = self.head_decoder
@@ -297,6 +311,19 @@ class GraphStepper:
 
     def advance(self, tokens, active) -> torch.Tensor:
         return self.decoder.step(tokens, active)
+
+    def extend(self, tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed each row's tokens (rows may have none) in one forward on the scratch, as the prefill graph
+        of the smallest width (captured in prefill(), before the rows were loaded) when they fit. Rows are
+        padded to one width with throwaway tokens that are rolled back. Returns (B, width, hidden)."""
+        width = max(len(row) for row in tokens)
+        padded = [list(row) + [0] * (width - len(row)) for row in tokens]
+        hidden = self.decoder.prefill_rows([self.text_model.embed(row) for row in padded], tail=width)
+        self.decoder.rollback([width - len(row) for row in tokens])
+        return hidden
+
+    def rollback(self, drops: Sequence[int]) -> None:
+        self.decoder.rollback(drops)
 
     def finish(self) -> None:
         self.decoder.store(self.caches)

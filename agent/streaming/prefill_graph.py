@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from agent.streaming.attention import NAME as GQA_ATTENTION
+from agent.streaming.batching import last_hidden
 
 if TYPE_CHECKING:
     from agent.streaming.graph import GraphedDecoder
@@ -78,9 +79,10 @@ class ScratchPrefill:
         return self.hidden
 
     @torch.no_grad()
-    def run(self, embeds: Sequence[torch.Tensor], lengths: Sequence[int]) -> torch.Tensor:
+    def run(self, embeds: Sequence[torch.Tensor], lengths: Sequence[int], tail: int | None = None) -> torch.Tensor:
         """Row r's (T_r, hidden) embeddings at positions lengths[r] onward, each token seeing its row's
-        context and the new tokens up to itself. Returns each row's last real hidden state (rows, hidden)."""
+        context and the new tokens up to itself. Returns each row's last real hidden state (rows, hidden),
+        or its last `tail` ones (rows, tail, hidden)."""
         counts = [e.shape[0] for e in embeds]
         if len(embeds) != self.rows or max(counts) > self.width:
             raise ValueError(f"prefill graph of {self.rows} rows x {self.width} tokens got counts {counts}")
@@ -98,5 +100,4 @@ class ScratchPrefill:
             self.graph.replay()
         else:  # eager (CPU tests): attention need not scan the scratch past the longest row
             self._body(min(max(lengths) + self.width, self.decoder.max_len))
-        last = torch.tensor([c - 1 for c in counts], device=device)
-        return self.hidden[torch.arange(self.rows, device=device), last]
+        return last_hidden(self.hidden, counts, tail)

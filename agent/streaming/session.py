@@ -22,6 +22,14 @@ class SessionStats:
     frames_encoded: int = 0  # vision-tower runs for this session (history re-encodes included)
     memory_tokens: list[int] = field(default_factory=list)  # per window start
     pruned_fractions: list[float] = field(default_factory=list)  # per window start with pruning on
+    passes: int = 0  # decoder forwards (weight passes) over all calls: prefill + decode steps
+    drafted: int = 0  # speculative draft tokens fed
+    accepted: int = 0  # of them, those greedy decoding agreed with
+
+    def count_decoding(self, decoded: Decoded) -> None:
+        self.passes += decoded.passes
+        self.drafted += decoded.drafted
+        self.accepted += decoded.accepted
 
     def as_dict(self) -> dict:
         pruned = self.pruned_fractions
@@ -29,6 +37,9 @@ class SessionStats:
             "calls": self.calls, "fallbacks": self.fallbacks, "windows": self.windows,
             "frames_encoded": self.frames_encoded, "memory_tokens": list(self.memory_tokens),
             "pruned_fraction_mean": float(np.mean(pruned)) if pruned else 0.0,
+            "passes": self.passes, "passes_per_call": self.passes / self.calls if self.calls else 0.0,
+            "drafted": self.drafted, "accepted": self.accepted,
+            "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
         }
 
 
@@ -62,6 +73,7 @@ class AgentSession:
     open_notes: list[str] = field(default_factory=list)
     stats: SessionStats = field(default_factory=SessionStats)
     prepared: PreparedWindow | None = None
+    last_actions: list[int] = field(default_factory=list)  # the previous call's actions (speculative drafts)
 
 
 @dataclass

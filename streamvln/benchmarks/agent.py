@@ -47,26 +47,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "copy bandwidth, one M=1 pass over every linear weight, one graphed decode step")
     parser.add_argument("--only", choices=("all", "batched"), default="all",
                         help="batched: only the batched-sessions throughput (no schemes, no logit check)")
+    parser.add_argument("--decoding", default="speculative",
+                        help="comma-separated greedy, speculative: each is measured over every scheme (the "
+                             "recompute baseline decodes the same way); the first one's numbers are also top-level")
+    parser.add_argument("--draft", choices=("repeat_last", "previous"), default="repeat_last",
+                        help="speculative drafts: the last action repeated, or the previous call's actions")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a save_pretrained folder to measure instead of --preset's random weights")
+    parser.add_argument("--nav-episodes", type=int, default=0,
+                        help="with --checkpoint: also run this many simulated val_unseen episodes greedy and "
+                             "speculative (natural decoding, no full chunks): acceptance, passes per call, "
+                             "whether the actions are identical")
 
 
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from agent.streaming import CacheScheme, StreamingAgent, StreamingConfig
-    from agent.streaming.engine import random_model
+    from agent.streaming import CacheScheme, Decoding
+    from agent.streaming.engine import load_checkpoint, random_model
 
     if args.steps < 8 or args.sessions < 1 or args.batch_steps < 4:
         raise ValueError("bench agent needs --steps >= 8, --sessions >= 1, --batch-steps >= 4")
+    if args.nav_episodes and not args.checkpoint:
+        raise ValueError("bench agent --nav-episodes needs --checkpoint (random weights do not navigate)")
     schemes = [CacheScheme(name.strip()) for name in args.schemes.split(",") if name.strip()]
+    decodings = [Decoding(name.strip()) for name in args.decoding.split(",") if name.strip()]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda but CUDA is not available")
-    model, processor = random_model(args.preset, args.device, args.dtype, args.seed)
+    if args.checkpoint:
+        model, processor = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    else:
+        model, processor = random_model(args.preset, args.device, args.dtype, args.seed)
     size = args.frame_size or int(model.config.image_size)
     frames = FrameSource(size, args.seed)
     result = {
-        "preset": args.preset, "device": str(args.device), "dtype": args.dtype, "steps": args.steps,
+        "preset": args.preset, "checkpoint": args.checkpoint, "device": str(args.device), "dtype": args.dtype, "steps": args.steps,
         "frame_size": size, "tokens_per_frame": int(model.config.tokens_per_frame),
         "torch": torch.__version__, "schemes": {},
     }
@@ -76,39 +93,63 @@ def run(args: argparse.Namespace) -> dict:
     result["decode_graph"] = graph
     gqa = args.gqa_attention == "on"
     result["gqa_attention"] = gqa
-    runs = [(scheme.value, StreamingConfig(scheme=scheme, full_chunks=True, decode_graph=graph, encode_graph=graph,
-                                           gqa_attention=gqa))
-            for scheme in schemes]
+    base = {"full_chunks": True, "decode_graph": graph, "encode_graph": graph, "gqa_attention": gqa,
+            "draft": args.draft}
+    result["draft"] = args.draft
+    result["decodings"], result["graph_errors"] = {}, []
+    for decoding in decodings:
+        block = measure_decoding(args, model, processor, frames, schemes, dict(base, decoding=decoding))
+        result["graph_errors"] += block.pop("graph_errors")
+        result["decodings"][decoding.value] = block
+    first = result["decodings"][decodings[0].value]
+    first_agent = first["agent"]
+    for block in result["decodings"].values():
+        block.pop("agent")
+    result.update(first)  # the first decoding's numbers, top-level too
+    by_name = result["schemes"]
+    if args.floor == "on" or (args.floor == "auto" and args.device.startswith("cuda")):
+        with torch.no_grad():
+            result["floor"] = call_floor(first_agent, by_name)
+    if args.nav_episodes:
+        from streamvln.benchmarks.agent_nav import navigation_acceptance
+
+        result["navigation"] = navigation_acceptance(args.checkpoint, args.nav_episodes, args.seed, args.draft)
+    if args.device.startswith("cuda"):
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def measure_decoding(args, model, processor, frames: FrameSource, schemes: list, base: dict) -> dict:
+    """Every scheme's episode latency, the logit check and the batched sessions with one decoding.
+    Returns them with the streaming agent used ("agent") and its graph errors."""
+    from agent.streaming import CacheScheme, StreamingAgent, StreamingConfig
+
+    graph = base["decode_graph"]
+    runs = [(scheme.value, StreamingConfig(scheme=scheme, **base)) for scheme in schemes]
     if graph and CacheScheme.STREAMING in schemes:  # the same scheme without the graph levers
-        runs.append(("streaming_eager", StreamingConfig(full_chunks=True, gqa_attention=gqa)))
+        runs.append(("streaming_eager", StreamingConfig(**dict(base, decode_graph=False, encode_graph=False))))
     if args.only == "batched":
         runs = []
-    graph_errors = []
+    block, graph_errors = {"schemes": {}}, []
     for name, config in runs:
         agent = StreamingAgent(model, processor, config)
         warm_up(agent, frames, args.warmup_calls if args.warmup_calls is not None else config.calls_per_window + 1)
         prefetch = args.prefetch == "on" and config.scheme is CacheScheme.STREAMING and name == "streaming"
-        result["schemes"][name] = episode_latency(agent, frames, args.steps, prefetch)
+        block["schemes"][name] = episode_latency(agent, frames, args.steps, prefetch)
         graph_errors += agent.graph_errors
-    result["graph_errors"] = graph_errors
-    by_name = result["schemes"]
+    by_name = block["schemes"]
     if "streaming" in by_name and "recompute" in by_name:
-        result["speedup_mean_vs_recompute"] = by_name["recompute"]["mean_ms"] / by_name["streaming"]["mean_ms"]
+        block["speedup_mean_vs_recompute"] = by_name["recompute"]["mean_ms"] / by_name["streaming"]["mean_ms"]
     if "streaming" in by_name and "original" in by_name:
-        result["speedup_mean_vs_original"] = by_name["original"]["mean_ms"] / by_name["streaming"]["mean_ms"]
-    streaming = StreamingAgent(model, processor, StreamingConfig(full_chunks=True, decode_graph=graph,
-                                                                 encode_graph=graph, gqa_attention=gqa))
+        block["speedup_mean_vs_original"] = by_name["original"]["mean_ms"] / by_name["streaming"]["mean_ms"]
+    streaming = StreamingAgent(model, processor, StreamingConfig(**base))
     if args.only == "all":
-        result["max_abs_logit_diff"] = logit_check(streaming, frames)
-    result["batched"] = batched_throughput(streaming, frames, args.sessions, args.batch_steps,
-                                           args.sequential_baseline == "on")
-    result["graph_errors"] += streaming.graph_errors
-    if args.floor == "on" or (args.floor == "auto" and args.device.startswith("cuda")):
-        with torch.no_grad():
-            result["floor"] = call_floor(streaming, by_name)
-    if args.device.startswith("cuda"):
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return result
+        block["max_abs_logit_diff"] = logit_check(streaming, frames)
+    block["batched"] = batched_throughput(streaming, frames, args.sessions, args.batch_steps,
+                                          args.sequential_baseline == "on")
+    block["graph_errors"] = graph_errors + streaming.graph_errors
+    block["agent"] = streaming
+    return block
 
 
 class FrameSource:
@@ -161,6 +202,9 @@ def episode_latency(agent: StreamingAgent, frames: FrameSource, steps: int, pref
         "per_window_median_ms": per_window,
         "breakdown_median_ms": {k: float(np.median(v)) for k, v in parts.items()},
         "stats": session.stats.as_dict(),
+        "passes_per_call": session.stats.as_dict()["passes_per_call"],
+        "acceptance_rate": session.stats.as_dict()["acceptance_rate"],
+        "decoding": agent.config.decoding.value,
         "prefetch": prefetch,
         "prefetch_median_ms": float(np.median(prefetch_ms)) if prefetch_ms else None,
     }
@@ -196,20 +240,27 @@ def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int
     from agent.streaming import Observation
 
     def run_sessions(count: int, calls: int, one_by_one: bool = False) -> tuple[float, int, dict]:
+        """(seconds, actions, median ms per part + the decoding's passes per call and acceptance)."""
         opened = [agent.open(f"episode {i}: find the blue chair in the office", name=f"b{i}") for i in range(count)]
         for lead in range(1, count):  # untimed: session i gets i calls ahead
             ahead = opened[lead:]
             agent.act_batch(ahead, [Observation(frames.next()) for _ in ahead])
         actions, start, parts = 0, agent.now_ms(), {"encode": [], "prefill": [], "generate": [], "total": []}
+        decoded = []
         groups = [[s] for s in opened] if one_by_one else [opened]
         for _ in range(calls):
             for group in groups:
                 outs = agent.act_batch(group, [Observation(frames.next()) for _ in group])
                 actions += sum(len(o.actions) for o in outs)
+                decoded += [o.decoded for o in outs]
                 for key, values in parts.items():
                     values.append(outs[0].timings_ms[key])
+        elapsed = (agent.now_ms() - start) / 1000.0
         breakdown = {key: float(np.median(values)) for key, values in parts.items()}
-        return (agent.now_ms() - start) / 1000.0, actions, breakdown
+        drafted = sum(d.drafted for d in decoded)
+        breakdown.update(passes_per_call=float(np.mean([d.passes for d in decoded])),
+                         acceptance_rate=sum(d.accepted for d in decoded) / drafted if drafted else None)
+        return elapsed, actions, breakdown
 
     calls = max(steps // agent.config.num_future_steps, 1)
     for count in range(1, sessions + 1):  # warm-up: every batch size (decode graphs, allocator)
@@ -229,7 +280,8 @@ def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int
 
 def call_floor(agent: StreamingAgent, schemes: dict) -> dict:
     """Why a call cannot be faster than this: a greedy call is num_future_steps sequential passes over
-    the decoder's weights (turn prefill + 3 decode steps; the end marker costs none). Measures the
+    the decoder's weights (turn prefill + 3 decode steps; the end marker costs none); a speculative one
+    as many as the streaming run measured (1 when every draft is right). Measures the
     bytes per pass, the device's copy bandwidth, one M=1 pass over every linear weight (torch's GEMV
     kernels, no attention/norms: the best the eager modules could do) and one graphed decode step.
     For batched rounds (compute-bound prefills): the achieved GEMM TFLOP/s and the linear layers'
@@ -260,7 +312,8 @@ def call_floor(agent: StreamingAgent, schemes: dict) -> dict:
     if on_cuda:
         graph, _ = capture_graph(linear_pass)
         run_pass = graph.replay
-    passes = agent.config.num_future_steps
+    streaming = schemes.get("streaming")
+    passes = streaming["passes_per_call"] if streaming is not None else agent.config.num_future_steps
     pass_floor_ms = weight_bytes / copy_gbps / 1e6 * 2  # a pass only reads: half the copy's traffic
     decoder = agent.graph_decoder(1)
     decoder.evict()  # the replays below write row 0: a session viewing it gets its own copy first
@@ -277,8 +330,8 @@ def call_floor(agent: StreamingAgent, schemes: dict) -> dict:
     result = {"decoder_linear_gb": weight_bytes / 1e9, "copy_gbps": copy_gbps, "gemm_tflops": tflops,
               "prefill_compute_ms_per_1k_tokens": 2 * params * 1000 / tflops / 1e9,
               "bandwidth_pass_ms": pass_floor_ms, "linear_pass_ms": timed(run_pass),
-              "decode_step_ms": step_ms, "decode_step_512_columns_ms": short_ms, "passes_per_call": passes}
-    streaming = schemes.get("streaming")
+              "decode_step_ms": step_ms, "decode_step_512_columns_ms": short_ms, "passes_per_call": passes,
+              "greedy_passes_per_call": agent.config.num_future_steps}
     if streaming is not None:
         encode = streaming["breakdown_median_ms"]["encode"]
         result["call_floor_ms"] = encode + passes * pass_floor_ms

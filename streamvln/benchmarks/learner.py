@@ -13,7 +13,10 @@ Lever sets are `+`-joined names: aolog (assistant-only logits), pack (padding-fr
 compile (torch.compile of the LM blocks), vcompile (of the vision tower blocks), ckpt<N> (checkpoint every N-th layer; ckpt0 = none), mb<N> (this variant's micro batch),
 flex (FlexAttention instead of SDPA), varlen (packing + one fused varlen flash-attention call per layer
 on CUDA), bucket<N> (pad the packed row to a multiple of N tokens), static / dynamic (compile shapes;
-default automatic), zero<N> (this variant's ZeRO stage). Tokens are real LM tokens (no padding) per second.
+default automatic), zero<N> (this variant's ZeRO stage), ga<N> (N micro batches per optimizer step; tokens/s
+and MFU over all of them), autocast (fp32 weights + torch.autocast bf16, no DeepSpeed bf16 wrapper), foreach,
+and DeepSpeed config knobs (cg0, ovl0, rr, rb<N>, ab<N>, igu, noof, gafp32): the full list is in
+learner_variants.py. Tokens are real LM tokens (no padding) per second.
 Robust for one timed GPU call: the JSON file (--json FILE) is rewritten after every run ("partial":
 true until the end), one summary line per run goes to stderr as it finishes, --run-budget-s stops a
 run's timed steps early (reported as steps_timed / budget_hit), warmup_s shows the compile time and
@@ -35,16 +38,20 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from streamvln.benchmarks.learner_runners import BaselineRunner, LearnerRunner, flatten_like_hf  # noqa: F401 (re-export)
+from streamvln.benchmarks.learner_variants import (  # noqa: F401 (re-export)
+    LEVER_NAMES,
+    parse_levers,
+    plan_variant,
+    split_micro_batch,
+    split_zero_stage,
+)
 from training.flops import H100_BF16_DENSE_FLOPS, mfu  # standard library only
 
 if TYPE_CHECKING:  # torch, yaml and the learner are imported where used: `streamvln --help` stays fast
-    from training.config import SpeedConfig
     from training.synthetic import SyntheticShape
 
 NAME = "learner"
 HELP = "learner tokens/s, samples/s, MFU, peak memory vs the Hugging Face + DeepSpeed ZeRO-2 baseline"
-LEVER_NAMES = ("aolog", "pack", "compile", "vcompile", "flex", "varlen", "ckpt<N>", "mb<N>", "bucket<N>",
-               "static", "dynamic", "zero<N>")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,65 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run the baseline padding-free (Hugging Face's DataCollatorWithFlattening layout)")
     parser.add_argument("--profile-dir", default="",
                         help="write a torch.profiler table and the GPU-busy fraction of 2 extra steps per run here")
+    parser.add_argument("--profile-runs", default="",
+                        help="comma-separated variants (or baseline_hf) to profile with --profile-dir (default: all)")
     parser.add_argument("--baseline-last", action=argparse.BooleanOptionalAction, default=False,
                         help="run the baselines after our variants (a timeout then costs a baseline, not ours)")
     parser.add_argument("--run-budget-s", type=float, default=0.0,
                         help="stop a run's timed steps once they took this long (0: all --steps)")
-
-
-def parse_levers(text: str, grad_ckpt: bool) -> SpeedConfig:
-    from training.config import SpeedConfig
-
-    speed = SpeedConfig(assistant_only_logits=False, packing=False, gradient_checkpointing=grad_ckpt)
-    for lever in filter(None, text.split("+")):
-        if lever == "aolog":
-            speed.assistant_only_logits = True
-        elif lever == "pack":
-            speed.packing = True
-        elif lever == "compile":
-            speed.compile_blocks = True
-        elif lever == "vcompile":
-            speed.compile_vision_tower = True
-        elif lever == "flex":
-            speed.attn_implementation = "flex_attention"
-        elif lever == "varlen":
-            speed.attn_implementation, speed.packing = "sdpa_varlen", True
-        elif lever.startswith("bucket") and lever[6:].isdigit():
-            speed.pack_multiple = int(lever[6:])
-        elif lever in ("static", "dynamic"):
-            speed.compile_shapes = lever
-        elif lever.startswith("ckpt") and lever[4:].isdigit():
-            every = int(lever[4:])
-            speed.gradient_checkpointing = every > 0
-            speed.checkpoint_every_n_layers = max(every, 1)
-        else:
-            raise ValueError(f"unknown lever {lever!r} in --variants; known: {LEVER_NAMES}")
-    speed.validate()
-    return speed
-
-
-def split_zero_stage(variant: str, default: int) -> tuple[str, int]:
-    """`aolog+varlen+zero0` -> ("aolog+varlen", 0): a variant may use its own ZeRO stage (one GPU:
-    stage 0 skips ZeRO's gradient bucket copies)."""
-    levers, stage = [], default
-    for lever in filter(None, variant.split("+")):
-        if lever in ("zero0", "zero1", "zero2", "zero3"):
-            stage = int(lever[4:])
-        else:
-            levers.append(lever)
-    return "+".join(levers), stage
-
-
-def split_micro_batch(variant: str, default: int) -> tuple[str, int]:
-    """`aolog+varlen+mb4` -> ("aolog+varlen", 4): a variant may train at its own micro batch (same
-    sample-length distribution as the baseline's batches; tokens/s stays comparable)."""
-    levers, micro_batch = [], default
-    for lever in filter(None, variant.split("+")):
-        if lever.startswith("mb") and lever[2:].isdigit() and int(lever[2:]) >= 1:
-            micro_batch = int(lever[2:])
-        else:
-            levers.append(lever)
-    return "+".join(levers), micro_batch
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -147,17 +101,18 @@ def run(args: argparse.Namespace) -> dict:
     cuda = torch.cuda.is_available()
     bf16 = cuda if args.bf16 is None else args.bf16
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    stages = {v: split_zero_stage(v, args.zero_stage) for v in variants}
-    plans = {v: split_micro_batch(stages[v][0], args.micro_batch) for v in variants}
-    speeds = {v: parse_levers(levers, args.grad_ckpt) for v, (levers, _) in plans.items()}  # fail before any work
+    plans = {v: plan_variant(v, args.micro_batch, args.zero_stage) for v in variants}
+    speeds = {v: parse_levers(plan.levers, args.grad_ckpt) for v, plan in plans.items()}  # fail before any work
     shapes = {mb: SyntheticShape(mb, args.seq, args.min_seq_fraction) for mb in {args.micro_batch} | {
-        mb for _, mb in plans.values()}}
+        plan.micro_batch for plan in plans.values()}}
     for shape in shapes.values():
         shape.validate()
     preset = SlowFastConfig.preset(args.preset)
     init_distributed()  # one process, or every rank under torchrun / the deepspeed launcher
     world = world_size()
-    pools_by_mb = {mb: _batch_pools(preset, shape, args.seed, args.steps + args.warmup) for mb, shape in shapes.items()}
+    most_accum = max([plan.grad_accum for plan in plans.values()] + [1])
+    pools_by_mb = {mb: _batch_pools(preset, shape, args.seed, (args.steps + args.warmup) * most_accum)
+                   for mb, shape in shapes.items()}
     pools = pools_by_mb[args.micro_batch]
     result = {"preset": args.preset, "seq": args.seq, "micro_batch": args.micro_batch, "bf16": bf16,
               "zero_stage": args.zero_stage, "steps": args.steps, "warmup": args.warmup,
@@ -171,13 +126,14 @@ def run(args: argparse.Namespace) -> dict:
         planned.append(("baseline_hf_packed", partial(BaselineRunner, preset, args, bf16, packed=True),
                         pools["tokens"]))
     for variant, speed in speeds.items():
-        micro_batch = plans[variant][1]
-        own = pools_by_mb[micro_batch]
+        plan = plans[variant]
+        own = pools_by_mb[plan.micro_batch]
         for slowfast, enabled in ((False, args.lm), (True, args.slowfast)):
             if enabled:
                 name = f"learner_{'slowfast' if slowfast else 'lm'}:{variant}"
-                factory = partial(LearnerRunner, preset, args, bf16, speed, slowfast=slowfast, micro_batch=micro_batch,
-                                  zero_stage=stages[variant][1])
+                factory = partial(LearnerRunner, preset, args, bf16, speed, slowfast=slowfast, micro_batch=plan.micro_batch,
+                                  zero_stage=plan.zero_stage, grad_accum=plan.grad_accum,
+                                  deepspeed_overrides=plan.deepspeed_overrides)
                 planned.append((name, factory, own["slowfast" if slowfast else "tokens"]))
     if args.baseline_last:
         planned.sort(key=lambda run_plan: run_plan[0].startswith("baseline"))  # stable: order otherwise kept
@@ -292,7 +248,7 @@ def _measure(runner, pool: list[dict], args: argparse.Namespace, world: int = 1,
     batches = CyclingBatches(pool, pin_memory=cuda)
     warmup_started = time.perf_counter()
     for _ in range(args.warmup):
-        runner.step(next(batches))
+        runner.step(_step_input(runner, batches))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -302,9 +258,10 @@ def _measure(runner, pool: list[dict], args: argparse.Namespace, world: int = 1,
     budget = getattr(args, "run_budget_s", 0.0) or 0.0
     started = time.perf_counter()
     for _ in range(args.steps):
-        batch = next(batches)
-        stats.add_batch(batch, runner.tokens_per_frame)
-        losses.append(runner.step(batch))
+        step_input = _step_input(runner, batches)
+        for batch in step_input if isinstance(step_input, list) else [step_input]:
+            stats.add_batch(batch, runner.tokens_per_frame)
+        losses.append(runner.step(step_input))
         if budget and time.perf_counter() - started > budget:
             break  # an upper bound on wall time (the GPU may still be running this step: timed below)
     if cuda:
@@ -319,18 +276,35 @@ def _measure(runner, pool: list[dict], args: argparse.Namespace, world: int = 1,
         "step_s": seconds / steps, "mfu": mfu(flops, seconds, 1, args.peak_flops),
         "mfu_lm_head_all_tokens": mfu(flops_all_logits, seconds, 1, args.peak_flops),
         "model_tflop_per_step": flops / steps / 1e12, "loss_last": float(torch.as_tensor(losses[-1]).detach()),
-        "micro_batch": stats.samples // steps, "warmup_s": warmup_s, "steps_timed": steps,
+        "micro_batch": stats.samples // steps // _batches_per_step(runner), "warmup_s": warmup_s,
+        "grad_accum": _batches_per_step(runner), "steps_timed": steps,
         "budget_hit": steps < args.steps,
         "peak_memory_gib": (torch.cuda.max_memory_allocated() if cuda else _cpu_peak_bytes()) / 2**30,
     }
     if getattr(runner, "optimizer_name", None):
         result["optimizer"] = runner.optimizer_name
-    if args.profile_dir:
+    if args.profile_dir and _wants_profile(label, args):
         try:  # a profiler failure (CUPTI) must not cost the measured numbers
             result["gpu_busy_fraction"] = _profile(runner, batches, args.profile_dir, label)
         except (RuntimeError, OSError) as error:
             result["profile_error"] = f"{type(error).__name__}: {error}"[:300]
     return result
+
+
+def _wants_profile(label: str, args: argparse.Namespace) -> bool:
+    """label: the run name with ':' as '_' (learner_slowfast_<variant>, baseline_hf)."""
+    wanted = {v.strip() for v in (getattr(args, "profile_runs", "") or "").split(",") if v.strip()}
+    return not wanted or label in wanted or label.split("_", 2)[-1] in wanted
+
+
+def _batches_per_step(runner) -> int:
+    return int(getattr(runner, "batches_per_step", 1))
+
+
+def _step_input(runner, batches):
+    """One optimizer step's input: a batch, or a list of grad-accumulation micro batches."""
+    count = _batches_per_step(runner)
+    return next(batches) if count == 1 else [next(batches) for _ in range(count)]
 
 
 def _profile(runner, batches, out_dir: str, label: str, steps: int = 2) -> float | None:
@@ -348,7 +322,7 @@ def _profile(runner, batches, out_dir: str, label: str, steps: int = 2) -> float
     with profile(activities=activities) as prof:
         started = time.perf_counter()
         for _ in range(steps):
-            runner.step(next(batches))
+            runner.step(_step_input(runner, batches))
         if cuda:
             torch.cuda.synchronize()
         wall_us = (time.perf_counter() - started) * 1e6

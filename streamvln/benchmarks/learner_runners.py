@@ -81,7 +81,7 @@ def flatten_like_hf(batch: dict) -> dict:
 
 class LearnerRunner:
     def __init__(self, preset, args: argparse.Namespace, bf16: bool, speed: SpeedConfig, slowfast: bool,
-                 micro_batch: int, zero_stage: int):
+                 micro_batch: int, zero_stage: int, grad_accum: int = 1, deepspeed_overrides: dict | None = None):
         import torch
 
         from training.config import TrainConfig
@@ -94,8 +94,10 @@ class LearnerRunner:
         parts = ("mm_mlp_adapter", "mm_language_model") if slowfast else ("mm_language_model",)
         self._tmp = tempfile.TemporaryDirectory(prefix="bench_learner_")
         config = TrainConfig(tunable_parts=parts, zero_stage=zero_stage, micro_batch_size=micro_batch,
+                             grad_accum_steps=grad_accum, deepspeed_overrides=dict(deepspeed_overrides or {}),
                              bf16=bf16, steps=10**6, out_dir=self._tmp.name, progress=False, speed=speed,
                              log_every=10**6)  # the benchmark times steps itself
+        self.batches_per_step = grad_accum
         needs_parts = speed.assistant_only_logits or speed.packing
         self.feed = Feed()
         self.learner = Learner(config, model, self.feed, parts=parts_for(model) if needs_parts else None,
@@ -104,9 +106,10 @@ class LearnerRunner:
         self.counter = self.learner.flop_counter
         self.tokens_per_frame = int(getattr(model.config, "tokens_per_frame", 0) or 0)
 
-    def step(self, batch: dict) -> float:
-        """The learner's real step (NaN check, bookkeeping included) on the given batch."""
-        self.feed.batch = batch
+    def step(self, batch: dict | list[dict]) -> float:
+        """The learner's real step (NaN check, bookkeeping included) on the given batch, or on the
+        `batches_per_step` micro batches of one grad-accumulation step."""
+        self.feed.queue = list(batch) if isinstance(batch, list) else [batch] * self.batches_per_step
         return self.learner.train_step()["loss"]
 
     def close(self) -> None:
@@ -117,12 +120,15 @@ class LearnerRunner:
 
 
 class Feed:
-    """The benchmark hands each run the same batches: the learner's stream yields the one set here."""
+    """The benchmark hands each run the same batches: the learner's stream yields the ones queued here."""
 
-    batch: dict | None = None
+    def __init__(self):
+        self.queue: list[dict] = []
 
     def __next__(self) -> dict:
-        return self.batch
+        if not self.queue:
+            raise RuntimeError("bench learner: the learner asked for more micro batches than one step holds")
+        return self.queue.pop(0)
 
     def state_dict(self) -> dict:
         return {}

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, default=500, help="episode step limit")
     parser.add_argument("--dagger-p", type=float, default=0.75, help="beta = p ** (weights version + 1)")
     parser.add_argument("--intervene-after", type=int, help="expert takes over after N divergent steps")
+    parser.add_argument("--chunk-mixing", action=argparse.BooleanOptionalAction, default=True,
+                        help="beta picks the driver per label chunk (--no-chunk-mixing: per step, before issue 8's fix)")
     parser.add_argument("--max-policy-lag", type=int, default=2)
     parser.add_argument("--max-episodes", type=int, help="stop after sending N episodes")
     parser.add_argument("--wait-weights", type=float, default=0.0,
@@ -50,19 +52,26 @@ def load_streaming_agent(path: str):
     return checkpoint_policy(path).agent
 
 
+def loop_config(args: argparse.Namespace, token: str):
+    """The ActorLoopConfig of parsed `streamvln actor` arguments."""
+    from rollout.actor_loop import ActorLoopConfig
+
+    return ActorLoopConfig(
+        episodes_address=args.learner, weights_address=args.weights, actor_id=args.actor_id, token=token,
+        num_envs=args.envs, width=args.width, height=args.height, hfov_deg=args.hfov, max_steps=args.max_steps,
+        dagger_p=args.dagger_p, intervene_after=args.intervene_after, chunk_mixing=args.chunk_mixing,
+        max_policy_lag=args.max_policy_lag, max_episodes=args.max_episodes, wait_weights_s=args.wait_weights,
+        seed=args.seed, curve_keys=args.curve_keys, curve_client=args.curve_client)
+
+
 def run(args: argparse.Namespace) -> int:
     from envs.episodes.io import load_split
-    from rollout.actor_loop import ActorLoop, ActorLoopConfig
+    from rollout.actor_loop import ActorLoop
     from training.online import verify_weights
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("STREAMVLN_TOKEN", "")
-    config = ActorLoopConfig(
-        episodes_address=args.learner, weights_address=args.weights, actor_id=args.actor_id, token=token,
-        num_envs=args.envs, width=args.width, height=args.height, hfov_deg=args.hfov, max_steps=args.max_steps,
-        dagger_p=args.dagger_p, intervene_after=args.intervene_after, max_policy_lag=args.max_policy_lag,
-        max_episodes=args.max_episodes, wait_weights_s=args.wait_weights, seed=args.seed,
-        curve_keys=args.curve_keys, curve_client=args.curve_client)
+    config = loop_config(args, token)
     episodes, _ = load_split(args.data, args.split)
     loop = ActorLoop(config, episodes, load_streaming_agent, verify=verify_weights)
     terminated = []

@@ -37,6 +37,8 @@ def add_online_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--size", type=int, default=112, help="square frame size of the actors' simulators, px")
     group.add_argument("--actor-max-steps", type=int, default=500, help="episode step limit in the actors")
     group.add_argument("--dagger-p", type=float, default=0.75, help="beta = p ** (weights version + 1)")
+    group.add_argument("--chunk-mixing", action=argparse.BooleanOptionalAction, default=True,
+                       help="beta picks the driver per label chunk (--no-chunk-mixing: per step, before issue 8's fix)")
     group.add_argument("--min-episodes", type=int, default=1, help="start training when the store holds N")
     group.add_argument("--publish-every", type=int, default=50)
     group.add_argument("--max-policy-lag", type=int, default=2)
@@ -44,12 +46,23 @@ def add_online_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--curve-keys", help="CURVE key directory with client keys actor-0..actor-N-1")
 
 
+def online_actor_config(args: argparse.Namespace, seed: int, has_model: bool):
+    """The actor processes of `train --online` (rollout.actor_processes.ActorProcessConfig)."""
+    from rollout.actor_processes import ActorProcessConfig
+
+    # With a starting model the learner announces v0 at once: actors wait for it (DAgger from the
+    # start); without one they collect with the expert until the first trained weights.
+    return ActorProcessConfig(data=args.data, split=args.split, envs=args.envs_per_actor, width=args.size,
+                              height=args.size, max_steps=args.actor_max_steps, dagger_p=args.dagger_p,
+                              chunk_mixing=args.chunk_mixing, max_policy_lag=args.max_policy_lag, seed=seed,
+                              curve_keys=args.curve_keys, wait_weights_s=120.0 if has_model else 0.0)
+
+
 def run_online(args: argparse.Namespace) -> int:
     import logging
     import sys
     from pathlib import Path
 
-    from rollout.actor_processes import ActorProcessConfig
     from streamvln.commands.learner import online_train_config
     from training.online import OnlineConfig
     from training.online_job import run_online_job
@@ -62,12 +75,7 @@ def run_online(args: argparse.Namespace) -> int:
     online = OnlineConfig(store=args.store, episodes_address="tcp://127.0.0.1:0", weights_address="tcp://127.0.0.1:0",
                           min_episodes=args.min_episodes, publish_every=args.publish_every,
                           max_policy_lag=args.max_policy_lag, curve_keys=args.curve_keys)
-    # With a starting model the learner announces v0 at once: actors wait for it (DAgger from the
-    # start); without one they collect with the expert until the first trained weights.
-    actors = ActorProcessConfig(data=args.data, split=args.split, envs=args.envs_per_actor, width=args.size,
-                                height=args.size, max_steps=args.actor_max_steps, dagger_p=args.dagger_p,
-                                max_policy_lag=args.max_policy_lag, seed=config.seed, curve_keys=args.curve_keys,
-                                wait_weights_s=120.0 if config.model_path else 0.0)
+    actors = online_actor_config(args, config.seed, has_model=bool(config.model_path))
     job = run_online_job(config, online, actors, args.actors, Path(config.out_dir) / "actors", args.max_restarts)
     summary = {"online": job.result.as_dict() if job.result else None, "actor_exit_codes": job.actor_codes,
                "actor_failures": job.failures, "stopped_by_signal": job.stopped_by_signal, "error": job.error}

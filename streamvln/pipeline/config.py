@@ -51,6 +51,9 @@ class OnlineStage:
     envs_per_actor: int = 4
     dagger_p: float = 0.75
     intervene_after: int | None = 6
+    # beta picks who drives a whole label chunk (rollout.actors.DaggerConfig.chunk_mixing); false: the
+    # per-step draw of the runs before session 3 (the "+DAgger (before the fix)" row: variant dagger_v1)
+    chunk_mixing: bool = True
     max_policy_lag: int = 2
     actor_max_steps: int = 300  # step limit of an actor episode (a truncated one is discarded)
     min_new_episodes: int = 2  # DAgger episodes the learner waits for before its first online step
@@ -68,6 +71,8 @@ class OnlineStage:
             raise ValueError(f"online.lr must be > 0, got {self.lr}")
         if not 0 <= self.dagger_p <= 1:
             raise ValueError(f"online.dagger_p must be in [0, 1], got {self.dagger_p}")
+        if not isinstance(self.chunk_mixing, bool):
+            raise ValueError(f"online.chunk_mixing must be true or false, got {self.chunk_mixing!r}")
 
 
 @dataclass
@@ -164,6 +169,13 @@ class RunConfig:
                              "DAgger actors prompt the model with the instruction")
         if "val_seen" in self.eval.splits and self.data.val_seen_episodes < 1:
             raise ValueError("eval.splits has val_seen but data.val_seen_episodes is 0")
+        self._validate_train_data()
+
+    def _validate_train_data(self) -> None:
+        """train.data (e.g. a variant's consistent_history) fails at load, not after data generation."""
+        from training.config import DataConfig, config_from_dict
+
+        config_from_dict(self.train.get("data") or {}, DataConfig, "train.data").validate()
 
     @property
     def instruction_blind(self) -> bool:

@@ -104,14 +104,16 @@ def ship_checkpoint(run_dir: Path, out_dir: Path, max_mb: float = DEFAULT_MAX_MB
     shutil.copy2(run_dir / "metrics.json", staging / "metrics.json")
     if (run_dir / "run_config.json").is_file():
         shutil.copy2(run_dir / "run_config.json", staging / "run_config.json")
-    (staging / "README.md").write_text(checkpoint_readme(out_dir, metrics, run_dir))
+    row = "offline" if model.resolve() == (run_dir / "offline" / "model").resolve() else "trained"
+    (staging / "README.md").write_text(checkpoint_readme(out_dir, metrics, run_dir, row))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
 
 
-def checkpoint_readme(out_dir: Path, metrics: dict, run_dir: Path) -> str:
+def checkpoint_readme(out_dir: Path, metrics: dict, run_dir: Path, row: str = "trained") -> str:
+    """The shipped folder's README; `row` names the table row this model is (offline BC or trained)."""
     config = json.loads((run_dir / "run_config.json").read_text()) if (run_dir / "run_config.json").is_file() else {}
     data, sensors = config.get("data", {}), config.get("sensors", {})
     policies = metrics["policies"]
@@ -128,7 +130,7 @@ def checkpoint_readme(out_dir: Path, metrics: dict, run_dir: Path) -> str:
         f"# Checkpoint `{out_dir.name}`", "",
         f"Trained by run `{metrics.get('run')}`: `{metrics.get('command') or 'streamvln run'}`", "",
         "val_unseen metrics at shipping time (SR, SPL, OS, nDTW in %; NE in metres):", "", *table, "",
-        "Reproduce the trained row on a fresh clone (CPU):", "", "```",
+        f"Reproduce the {row} row on a fresh clone (CPU):", "", "```",
         generate,
         f"streamvln eval --data data/{out_dir.name} --split val_unseen --policy checkpoint:{out_dir} "
         f"--results runs/{out_dir.name}_eval.jsonl --workers 2 --max-steps {config.get('eval', {}).get('max_steps', 500)} "

@@ -177,16 +177,21 @@ class Pipeline:
         return {"steps": result.steps, "versions": result.versions, "episodes": result.episodes_ingested,
                 "rejected": result.rejected, "model": str(result.final_weights), "data_wait": result.data_wait}
 
-    def _spawn_actor(self, index: int, addresses: dict, token: str, out: Path) -> subprocess.Popen:
-        from rollout.actor_processes import ActorProcessConfig, spawn_actor
+    def actor_process_config(self):
+        """The online stage's actors (rollout.actor_processes.ActorProcessConfig) from the run config."""
+        from rollout.actor_processes import ActorProcessConfig
 
         online, sensors = self.config.online, self.config.sensors
-        config = ActorProcessConfig(
+        return ActorProcessConfig(
             data=str(self.data_dir), split="train", envs=online.envs_per_actor, width=sensors.width,
             height=sensors.height, hfov_deg=sensors.hfov_deg, max_steps=online.actor_max_steps,
-            dagger_p=online.dagger_p, intervene_after=online.intervene_after,
+            dagger_p=online.dagger_p, intervene_after=online.intervene_after, chunk_mixing=online.chunk_mixing,
             max_policy_lag=online.max_policy_lag, wait_weights_s=600.0, seed=self.config.seed)
-        return spawn_actor(config, index, addresses, token, out)
+
+    def _spawn_actor(self, index: int, addresses: dict, token: str, out: Path) -> subprocess.Popen:
+        from rollout.actor_processes import spawn_actor
+
+        return spawn_actor(self.actor_process_config(), index, addresses, token, out)
 
     def trained_model(self) -> Path:
         if self.config.online.enabled and "online" in self.state:

@@ -57,3 +57,16 @@ def always_forward(agent, monkeypatch) -> None:
         return logits
 
     monkeypatch.setattr(agent.text_model, "allowed_logits", prefer_forward)
+
+
+def assert_batched_matches_single(batched_out, single_out, batch, singles) -> None:
+    """Batched sessions gave each session's single-session actions, logits and cache length."""
+    import torch
+
+    for ours, ref in zip(batched_out, single_out):
+        assert [o.actions for o in ours] == [o.actions for o in ref]
+        for a, b in zip(ours, ref):
+            torch.testing.assert_close(torch.stack(a.decoded.logits), torch.stack(b.decoded.logits),
+                                       atol=1e-4, rtol=0)
+    for a, b in zip(batch, singles):
+        assert a.cache.length == b.cache.length

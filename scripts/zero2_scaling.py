@@ -1,0 +1,73 @@
+"""Issue 5's multi-GPU check, setup + comparison (run from the repo root; scripts/zero2_scaling.sh
+drives it on a machine with 2 GPUs).
+
+setup OUT_DIR: a navigation store + two train configs with the same global batch of 16
+  (one.yaml: 1 GPU x micro batch 8 x accumulation 2; two.yaml: 2 GPUs x micro batch 8; small preset,
+  ZeRO-2, 50 steps, the same seeded data order).
+compare ONE_RUN TWO_RUN JSON: loss curves of both runs, max relative difference, samples/s ratio.
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def setup(out: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests" / "rollout"))
+    from rollout_fixtures import make_trajectory
+
+    from rollout.store import EpisodeStore, StoreConfig
+
+    store_dir = out / "store"
+    store = EpisodeStore(store_dir, StoreConfig(fsync=False))
+    for index in range(128):
+        store.add(make_trajectory(num_steps=64, episode_id=f"ep{index}", size=64))
+    for name, accum in (("one", 2), ("two", 1)):  # global batch 16 = 1 x 8 x 2 = 2 x 8 x 1
+        (out / f"{name}.yaml").write_text(f"""
+model_preset: small
+tunable_parts: [mm_mlp_adapter, mm_language_model]
+zero_stage: 2
+bf16: true
+steps: 50
+seed: 0
+micro_batch_size: 8
+grad_accum_steps: {accum}
+progress: false
+log_every: 1
+schedule: {{kind: cosine, warmup_steps: 5}}
+optim: {{lr: 5.0e-5}}
+data: {{num_frames: 32, num_history: 8, num_workers: 4, pin_memory: true,
+        sources: [{{kind: store, path: {store_dir}, name: nav}}]}}
+speed: {{packing: true, attn_implementation: sdpa_varlen, assistant_only_logits: true,
+         gradient_checkpointing: false}}
+""")
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def compare(one: Path, two: Path, out: Path) -> None:
+    a, b = _metrics(one), _metrics(two)
+    la, lb = [m["loss"] for m in a], [m["loss"] for m in b]
+    rel = [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(la, lb)]
+    skip = 5  # first steps: allocator, data loader warm-up
+    sa = statistics.median(m["samples_per_s"] for m in a[skip:])
+    sb = statistics.median(m["samples_per_s"] for m in b[skip:])
+    result = {"steps": [len(la), len(lb)], "loss_one_gpu": la, "loss_two_gpus": lb,
+              "max_rel_diff": max(rel), "mean_rel_diff": sum(rel) / len(rel),
+              "first_last_one": [la[0], la[-1]], "first_last_two": [lb[0], lb[-1]],
+              "samples_per_s_one_gpu": sa, "samples_per_s_two_gpus": sb, "scaling": sb / sa,
+              "mfu_one_gpu": statistics.median(m.get("mfu", 0.0) for m in a[skip:]),
+              "mfu_two_gpus": statistics.median(m.get("mfu", 0.0) for m in b[skip:])}
+    out.write_text(json.dumps(result, indent=1))
+    print({k: v for k, v in result.items() if not k.startswith("loss_")})
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "setup":
+        setup(Path(sys.argv[2]))
+    else:
+        compare(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
