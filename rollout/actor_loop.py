@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from envs.episodes.io import Episode
+from envs.sensors import SensorConfig
 from rollout.actors import ActorStats, DaggerActor, DaggerConfig, episode_cycle, make_tasks
 from rollout.curve import CurveClientKeys
 from rollout.transport import Announcement, EpisodeSender, SenderConfig, WeightSubscriber
@@ -34,9 +35,7 @@ class ActorLoopConfig:
     actor_id: str = "actor-0"
     token: str = ""
     num_envs: int = 2
-    width: int = 112
-    height: int = 112
-    hfov_deg: float = 90.0
+    sensors: SensorConfig = SensorConfig()
     max_steps: int = 500
     dagger_p: float = 0.75
     intervene_after: int | None = None
@@ -57,6 +56,7 @@ class ActorLoopConfig:
     def validate(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"ActorLoopConfig.num_envs must be >= 1, got {self.num_envs}")
+        self.sensors.validate(where="ActorLoopConfig.sensors")
         if self.max_policy_lag < 0:
             raise ValueError(f"ActorLoopConfig.max_policy_lag must be >= 0, got {self.max_policy_lag}")
         if self.max_episodes is not None and self.max_episodes < 1:
@@ -83,8 +83,9 @@ class ActorLoop:
         self.sender = EpisodeSender(SenderConfig(config.episodes_address, config.actor_id, config.token,
                                                  curve=config.curve))
         self.subscriber = WeightSubscriber(config.weights_address, curve=config.curve)
-        self.actor = DaggerActor(make_tasks(config.num_envs, config.width, config.height, config.hfov_deg,
-                                            config.max_steps), None, config.dagger(0), policy_version=0)
+        sensors = config.sensors
+        tasks = make_tasks(config.num_envs, sensors.width, sensors.height, sensors.hfov_deg, config.max_steps)
+        self.actor = DaggerActor(tasks, None, config.dagger(0), policy_version=0)
         self.episodes = episodes
         self.loaded_version = -1
         self.newest_seen = -1

@@ -14,15 +14,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from envs.sensors import SensorConfig
+
 
 @dataclass(frozen=True)
 class ActorProcessConfig:
     data: str  # folder with {split}.json.gz
     split: str = "train"
     envs: int = 1
-    width: int = 112
-    height: int = 112
-    hfov_deg: float = 90.0
+    sensors: SensorConfig = SensorConfig()  # travels as --width/--height/--hfov
     max_steps: int = 500
     dagger_p: float = 0.75
     intervene_after: int | None = None
@@ -37,6 +37,7 @@ class ActorProcessConfig:
             raise FileNotFoundError(f"actor data: {self.data}/{self.split}.json.gz not found")
         if self.envs < 1:
             raise ValueError(f"ActorProcessConfig.envs must be >= 1, got {self.envs}")
+        self.sensors.validate(where="ActorProcessConfig.sensors")
         if not isinstance(self.chunk_mixing, bool):
             raise ValueError(f"ActorProcessConfig.chunk_mixing must be a bool, got {self.chunk_mixing!r}")
 
@@ -49,8 +50,8 @@ def actor_command(config: ActorProcessConfig, index: int, addresses: dict[str, s
     """argv of actor `index` for a learner listening on addresses {"episodes": ..., "weights": ...}."""
     command = [sys.executable, "-m", "streamvln.commands.actor", "--learner", addresses["episodes"],
                "--weights", addresses["weights"], "--data", str(config.data), "--split", config.split,
-               "--actor-id", actor_id(index), "--envs", str(config.envs), "--width", str(config.width),
-               "--height", str(config.height), "--hfov", str(config.hfov_deg), "--max-steps", str(config.max_steps),
+               "--actor-id", actor_id(index), "--envs", str(config.envs), "--width", str(config.sensors.width),
+               "--height", str(config.sensors.height), "--hfov", str(config.sensors.hfov_deg), "--max-steps", str(config.max_steps),
                "--dagger-p", str(config.dagger_p), "--max-policy-lag", str(config.max_policy_lag),
                "--seed", str(config.seed * 1000 + index), "--wait-weights", str(config.wait_weights_s),
                "--chunk-mixing" if config.chunk_mixing else "--no-chunk-mixing"]  # explicit: no default to drift

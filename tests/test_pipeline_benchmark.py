@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from envs.sensors import SensorConfig
 from streamvln.pipeline.config import load_run_config
 from streamvln.pipeline.maps import pick_episodes
 from streamvln.pipeline.results import results_markdown, ship_checkpoint, table_rows
@@ -148,7 +149,7 @@ def test_rows_table_and_shipped_checkpoint_end_to_end(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="MB"):
         ship_checkpoint(run_dir, tmp_path / "checkpoints" / "too_big", max_mb=0.5)
     # A fresh clone's eval of the shipped folder reproduces the run's trained row (deterministic policy).
-    settings = EvalSettings(str(run_dir / "data"), "val_unseen", 64, 64, 90.0, 16, 0, 1, 2)
+    settings = EvalSettings(str(run_dir / "data"), "val_unseen", SensorConfig(64, 64, 90.0), 16, 0, 1, 2)
     summary = evaluate_policy(f"checkpoint:{shipped}", settings, tmp_path / "shipped.jsonl")
     assert np.isclose(summary["aggregate"]["NE"], full["policies"]["trained"]["NE"])
     engine = StreamingEngine.from_checkpoint(shipped)  # `streamvln demo --checkpoint`: the trained window

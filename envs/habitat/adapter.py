@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from envs.actions import FORWARD_STEP_M, TURN_ANGLE_DEG, Action, validate_action
 from envs.backend import AgentState, SimulatorBackend, StepResult
 from envs.geometry import forward_vector
+from envs.sensors import SensorConfig
 
 INSTALL_HINT = (
     "habitat_sim is not installed. Install it with "
@@ -42,9 +43,7 @@ def import_habitat_sim():
 class HabitatConfig:
     scene_dataset_config: str = "default"  # a .scene_dataset_config.json for HM3D/MP3D datasets, or "default"
     scenes_dir: str = ""  # prefix joined to relative scene ids (e.g. "data/scene_datasets")
-    width: int = 224
-    height: int = 224
-    hfov_deg: float = 90.0
+    sensors: SensorConfig = field(default_factory=lambda: SensorConfig(width=224, height=224))
     rgb: bool = True
     depth: bool = True
     camera_height: float = 1.25
@@ -55,10 +54,7 @@ class HabitatConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.width < 1 or self.height < 1:
-            raise ValueError(f"HabitatConfig resolution must be positive, got {self.width}x{self.height}")
-        if not 0.0 < self.hfov_deg < 180.0:
-            raise ValueError(f"HabitatConfig.hfov_deg must be in (0, 180), got {self.hfov_deg}")
+        self.sensors.validate(where="HabitatConfig.sensors")
         for name in ("camera_height", "max_depth", "agent_radius", "agent_height"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"HabitatConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -89,9 +85,9 @@ class HabitatBackend(SimulatorBackend):
                 spec = hs.CameraSensorSpec()
                 spec.uuid, spec.sensor_type = uuid, kind
                 spec.sensor_subtype = hs.SensorSubType.PINHOLE
-                spec.resolution = [cfg.height, cfg.width]
+                spec.resolution = [cfg.sensors.height, cfg.sensors.width]
                 spec.position = [0.0, cfg.camera_height, 0.0]
-                spec.hfov = importlib.import_module("magnum").Deg(cfg.hfov_deg)  # habitat's magnum dependency
+                spec.hfov = importlib.import_module("magnum").Deg(cfg.sensors.hfov_deg)  # habitat's magnum dependency
                 sensors.append(spec)
         agent_cfg = hs.agent.AgentConfiguration()
         agent_cfg.height, agent_cfg.radius = cfg.agent_height, cfg.agent_radius

@@ -54,11 +54,12 @@ def load_streaming_agent(path: str):
 
 def loop_config(args: argparse.Namespace, token: str):
     """The ActorLoopConfig of parsed `streamvln actor` arguments."""
+    from envs.sensors import SensorConfig
     from rollout.actor_loop import ActorLoopConfig
 
     return ActorLoopConfig(
         episodes_address=args.learner, weights_address=args.weights, actor_id=args.actor_id, token=token,
-        num_envs=args.envs, width=args.width, height=args.height, hfov_deg=args.hfov, max_steps=args.max_steps,
+        num_envs=args.envs, sensors=SensorConfig(args.width, args.height, args.hfov), max_steps=args.max_steps,
         dagger_p=args.dagger_p, intervene_after=args.intervene_after, chunk_mixing=args.chunk_mixing,
         max_policy_lag=args.max_policy_lag, max_episodes=args.max_episodes, wait_weights_s=args.wait_weights,
         seed=args.seed, curve_keys=args.curve_keys, curve_client=args.curve_client)

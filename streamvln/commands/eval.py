@@ -98,10 +98,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def eval_settings(args: argparse.Namespace):
+    from envs.sensors import SensorConfig
     from streamvln.pipeline.evaluation import EvalSettings
 
-    settings = EvalSettings(args.data, args.split, args.width, args.height, args.hfov, args.max_steps, args.seed,
-                            args.workers, args.episodes, scheme=args.scheme, voxel_pruning=args.voxel_pruning,
+    settings = EvalSettings(args.data, args.split, SensorConfig(args.width, args.height, args.hfov), args.max_steps,
+                            args.seed, args.workers, args.episodes, scheme=args.scheme, voxel_pruning=args.voxel_pruning,
                             blank_instruction=args.blank_instructions)
     settings.validate()
     return settings

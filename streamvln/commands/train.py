@@ -48,12 +48,14 @@ def add_online_arguments(parser: argparse.ArgumentParser) -> None:
 
 def online_actor_config(args: argparse.Namespace, seed: int, has_model: bool):
     """The actor processes of `train --online` (rollout.actor_processes.ActorProcessConfig)."""
+    from envs.sensors import SensorConfig
     from rollout.actor_processes import ActorProcessConfig
 
     # With a starting model the learner announces v0 at once: actors wait for it (DAgger from the
     # start); without one they collect with the expert until the first trained weights.
-    return ActorProcessConfig(data=args.data, split=args.split, envs=args.envs_per_actor, width=args.size,
-                              height=args.size, max_steps=args.actor_max_steps, dagger_p=args.dagger_p,
+    return ActorProcessConfig(data=args.data, split=args.split, envs=args.envs_per_actor,
+                              sensors=SensorConfig(args.size, args.size), max_steps=args.actor_max_steps,
+                              dagger_p=args.dagger_p,
                               chunk_mixing=args.chunk_mixing, max_policy_lag=args.max_policy_lag, seed=seed,
                               curve_keys=args.curve_keys, wait_weights_s=120.0 if has_model else 0.0)
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from envs.sensors import SensorConfig
+
 
 @dataclass
 class DataStage:
@@ -31,15 +33,7 @@ class DataStage:
                              f"{self.min_geodesic_m}, {self.max_geodesic_m}")
 
 
-@dataclass
-class SensorStage:
-    width: int = 112
-    height: int = 112
-    hfov_deg: float = 90.0
-
-    def validate(self) -> None:
-        if self.width < 8 or self.height < 8:
-            raise ValueError(f"sensors must be at least 8x8 px, got {self.width}x{self.height}")
+MIN_SENSOR_SIDE = 8  # px: the smallest frame side a run config accepts (stricter than SensorConfig's 1)
 
 
 @dataclass
@@ -150,7 +144,7 @@ class RunConfig:
     out_root: str = "runs"
     seed: int = 0
     data: DataStage = field(default_factory=DataStage)
-    sensors: SensorStage = field(default_factory=SensorStage)
+    sensors: SensorConfig = field(default_factory=SensorConfig)  # `sensors: {width, height, hfov_deg}`
     train: dict[str, Any] = field(default_factory=dict)  # a TrainConfig (as in configs/train_*.yaml)
     online: OnlineStage = field(default_factory=OnlineStage)
     qa: QAStage = field(default_factory=QAStage)
@@ -162,7 +156,8 @@ class RunConfig:
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"name must be a non-empty folder name, got {self.name!r}")
-        for section in (self.data, self.sensors, self.online, self.qa, self.eval):
+        self.sensors.validate(min_side=MIN_SENSOR_SIDE)
+        for section in (self.data, self.online, self.qa, self.eval):
             section.validate()
         if self.instruction_blind and self.online.enabled:
             raise ValueError("train.data.blank_instructions (instruction-blind) needs online.enabled: false: "
@@ -186,7 +181,7 @@ class RunConfig:
         return Path(self.out_root) / self.name
 
 
-_SECTIONS = {"data": DataStage, "sensors": SensorStage, "online": OnlineStage, "qa": QAStage, "eval": EvalStage}
+_SECTIONS = {"data": DataStage, "sensors": SensorConfig, "online": OnlineStage, "qa": QAStage, "eval": EvalStage}
 
 
 def _section(cls: type, values: Any, where: str):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.metrics import aggregate
+from envs.sensors import SensorConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,7 @@ SCHEMES = ("streaming", "original")  # agent.streaming.CacheScheme values an eva
 class EvalSettings:
     data: str
     split: str = "val_unseen"
-    width: int = 112
-    height: int = 112
-    hfov_deg: float = 90.0
+    sensors: SensorConfig = SensorConfig()
     max_steps: int = 500
     seed: int = 0
     workers: int = 1
@@ -46,6 +45,7 @@ class EvalSettings:
     def validate(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"eval scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        self.sensors.validate(where="eval.sensors")
         if self.workers < 1:
             raise ValueError(f"eval workers must be >= 1, got {self.workers}")
         if self.max_steps < 1:
@@ -83,7 +83,7 @@ def make_policy(spec: str, seed: int = 0, settings: EvalSettings | None = None):
         if settings is None:
             return checkpoint_policy(argument)
         return checkpoint_policy(argument, scheme=settings.scheme, voxel_pruning=settings.voxel_pruning,
-                                 hfov_deg=settings.hfov_deg)
+                                 hfov_deg=settings.sensors.hfov_deg)
     return make_env_policy(spec, seed=seed)
 
 
@@ -110,9 +110,8 @@ def _init_worker(spec: str, settings: EvalSettings) -> None:
     from envs.task import TaskConfig, VLNTask
 
     policy = make_policy(spec, settings.seed, settings)
-    sensors = getattr(policy, "uses_sensors", True)
-    backend = EmbeddedBackend(EmbeddedConfig(width=settings.width, height=settings.height,
-                                             hfov_deg=settings.hfov_deg, rgb=sensors, depth=sensors))
+    uses_sensors = getattr(policy, "uses_sensors", True)
+    backend = EmbeddedBackend(EmbeddedConfig(**settings.sensors.as_kwargs(), rgb=uses_sensors, depth=uses_sensors))
     episodes, gt = load_split(settings.data, settings.split)
     if settings.blank_instruction:
         episodes = [blank_instruction(e) for e in episodes]

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from envs.metrics import METRIC_NAMES
+from envs.sensors import SensorConfig
 
 TABLE_METRICS = ("NE", "OS", "SR", "SPL", "nDTW")
 RUN_INDEPENDENT = ("random", "forward", "expert")
@@ -115,12 +116,12 @@ def ship_checkpoint(run_dir: Path, out_dir: Path, max_mb: float = DEFAULT_MAX_MB
 def checkpoint_readme(out_dir: Path, metrics: dict, run_dir: Path, row: str = "trained") -> str:
     """The shipped folder's README; `row` names the table row this model is (offline BC or trained)."""
     config = json.loads((run_dir / "run_config.json").read_text()) if (run_dir / "run_config.json").is_file() else {}
-    data, sensors = config.get("data", {}), config.get("sensors", {})
+    data, sensors = config.get("data", {}), SensorConfig(**config.get("sensors", {}))
     policies = metrics["policies"]
     table = ["| policy | episodes | " + " | ".join(TABLE_METRICS) + " |", "|---|---|" + "---|" * len(TABLE_METRICS)]
     table += [f"| {p} | {v.get('episodes')} | " + " | ".join(_fmt(k, v.get(k)) for k in TABLE_METRICS) + " |"
               for p, v in policies.items()]
-    size = f"--width {sensors.get('width', 112)} --height {sensors.get('height', 112)} --hfov {sensors.get('hfov_deg', 90.0)}"
+    size = f"--width {sensors.width} --height {sensors.height} --hfov {sensors.hfov_deg}"
     generate = (f"streamvln dataset generate --out data/{out_dir.name} --split val_unseen "
                 f"--episodes {data.get('val_episodes', 30)} --seed {data.get('seed', 0)} "
                 f"--episodes-per-house {data.get('episodes_per_house', 10)} "

@@ -115,8 +115,7 @@ class Pipeline:
         config.validate()
         # The training houses only (val_unseen houses stay unseen).
         scene_ids = [f"procedural/house_{seed:06d}" for seed in list(house_seeds_for("train"))[: qa.scenes]]
-        backend = EmbeddedBackend(EmbeddedConfig(width=sensors.width, height=sensors.height,
-                                                 hfov_deg=sensors.hfov_deg, depth=False))
+        backend = EmbeddedBackend(EmbeddedConfig(**sensors.as_kwargs(), depth=False))
         try:
             records = generate_scene_qa(backend, scene_ids, qa.paths_per_scene, config)
         finally:
@@ -183,9 +182,9 @@ class Pipeline:
 
         online, sensors = self.config.online, self.config.sensors
         return ActorProcessConfig(
-            data=str(self.data_dir), split="train", envs=online.envs_per_actor, width=sensors.width,
-            height=sensors.height, hfov_deg=sensors.hfov_deg, max_steps=online.actor_max_steps,
-            dagger_p=online.dagger_p, intervene_after=online.intervene_after, chunk_mixing=online.chunk_mixing,
+            data=str(self.data_dir), split="train", envs=online.envs_per_actor, sensors=sensors,
+            max_steps=online.actor_max_steps, dagger_p=online.dagger_p, intervene_after=online.intervene_after,
+            chunk_mixing=online.chunk_mixing,
             max_policy_lag=online.max_policy_lag, wait_weights_s=600.0, seed=self.config.seed)
 
     def _spawn_actor(self, index: int, addresses: dict, token: str, out: Path) -> subprocess.Popen:
@@ -203,9 +202,8 @@ class Pipeline:
         from streamvln.pipeline.evaluation import EvalSettings
 
         cfg, sensors = self.config.eval, self.config.sensors
-        base = EvalSettings(str(self.data_dir), split, sensors.width, sensors.height, sensors.hfov_deg,
-                            cfg.max_steps, self.config.seed, cfg.workers, cfg.episodes,
-                            blank_instruction=self.config.instruction_blind)
+        base = EvalSettings(str(self.data_dir), split, sensors, cfg.max_steps, self.config.seed, cfg.workers,
+                            cfg.episodes, blank_instruction=self.config.instruction_blind)
         trained = f"checkpoint:{self.trained_model()}"
         models = {"trained": trained, "offline": f"checkpoint:{self.dir / 'offline' / 'model'}"}
         jobs = [(label, models[label], dataclasses.replace(base, voxel_pruning=cfg.voxel_pruning))

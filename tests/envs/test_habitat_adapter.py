@@ -8,6 +8,7 @@ import pytest
 from envs.actions import Action
 from envs.backend import AgentState
 from envs.habitat.adapter import HabitatBackend, HabitatConfig
+from envs.sensors import SensorConfig
 
 
 def test_without_habitat_sim_the_error_says_how_to_install(monkeypatch):
@@ -18,7 +19,7 @@ def test_without_habitat_sim_the_error_says_how_to_install(monkeypatch):
 
 def test_config_is_validated_before_importing():
     with pytest.raises(ValueError, match="hfov_deg"):
-        HabitatBackend(HabitatConfig(hfov_deg=0.0))
+        HabitatBackend(HabitatConfig(sensors=SensorConfig(hfov_deg=0.0)))
 
 
 TEST_SCENE = os.environ.get("STREAMVLN_HABITAT_TEST_SCENE", "data/scene_datasets/habitat-test-scenes/skokloster-castle.glb")
@@ -28,7 +29,7 @@ TEST_SCENE = os.environ.get("STREAMVLN_HABITAT_TEST_SCENE", "data/scene_datasets
 def test_habitat_backend_end_to_end():
     if not os.path.exists(TEST_SCENE):
         pytest.skip(f"habitat test scene not found at {TEST_SCENE} (set STREAMVLN_HABITAT_TEST_SCENE)")
-    backend = HabitatBackend(HabitatConfig(width=64, height=64))
+    backend = HabitatBackend(HabitatConfig(sensors=SensorConfig(width=64, height=64)))
     backend.reset_scene(TEST_SCENE)
     rng = np.random.default_rng(0)
     start, goal = backend.sample_navigable_point(rng), backend.sample_navigable_point(rng)
