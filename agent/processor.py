@@ -265,7 +265,7 @@ class SlowFastProcessor:
                 continue
             labelled, rest = self._nav_answer_parts(turn.actions)
             ids += labelled + rest
-            labels += labelled + [IGNORE_INDEX] * len(rest)
+            labels += (labelled if turn.trained else [IGNORE_INDEX] * len(labelled)) + [IGNORE_INDEX] * len(rest)
         return ids, labels
 
     def _render_chat(self, dialogue: ChatDialogue) -> tuple[list[int], list[int]]:

@@ -71,11 +71,13 @@ class NavTurn:
     """One user turn (an observation introduced by `conjunction`) and the assistant's action chunk.
 
     `actions` holds envs.actions.Action ints (0 STOP, 1 forward, 2 left, 3 right). It is empty only
-    for the final, still unanswered turn of an inference prompt.
+    for the final, still unanswered turn of an inference prompt. `trained` False: the answer is
+    history only (shown, no loss), e.g. a DAgger turn trained by another sample (rollout/samples.py).
     """
 
     conjunction: str
     actions: tuple[int, ...]
+    trained: bool = True
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,16 @@ from its label chunk the two cannot be one text, so the window's sample ends wit
 label is the target; the turns before it have executed == label). Showing the labels as history
 taught the model text patterns that never happen at inference (e.g. turn-left chunks repeated while
 the frames show the policy going elsewhere: DAgger label turn runs of up to 36 steps vs 12 in expert
-data), and the benchmark's DAgger model spun in place (294/500 val_unseen episodes). The next window
-starts from memory frames only, so later states are still trained. `consistent_history=False`
-restores the label history.
+data), and the benchmark's DAgger model spun in place (294/500 val_unseen episodes).
+`consistent_history=False` restores the label history.
+Ending the sample there alone never trains the turns after a window's first divergence: with a BC
+policy at beta 0.32 only 52% of DAgger turns and 19 of 40 final STOP turns were ever a target, and
+the DAgger model passed the goal without stopping more often (93 vs 56 of 500 val_unseen episodes).
+So (`train_all_turns`, default) a window with divergent turns gives one sample per SEGMENT: segment
+k shows the turns up to the window's k-th divergent turn as history only (executed chunks, no loss)
+and trains the turns after it, up to and including the next divergent one. Every turn is a target
+exactly once, always after a history of what was executed; the view weights a segment by its share
+of the window's turns, so each DAgger turn is drawn as often as an expert turn.
 
 remove_init_turns (off by default): drop the leading turn-in-place labels when the instruction does
 not ask for a turn first. The trimmed trajectory then starts at the first non-turn step (frames,
@@ -75,6 +82,8 @@ class SampleConfig:
     blank_instruction: bool = False
     # DAgger windows end at the first turn whose executed actions differ from its labels (see above).
     consistent_history: bool = True
+    # ... and the turns after it are trained by further samples (segments) of the same window.
+    train_all_turns: bool = True
 
     def validate(self) -> None:
         validate_window_recipe("SampleConfig", self.num_frames, self.num_future_steps, self.num_history)
@@ -84,12 +93,14 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Steps (relative to the trimmed trajectory) that one sample uses."""
+    """Steps (relative to the trimmed trajectory) that one sample uses; trained[i]: chunk i is a
+    target (False: history only, a DAgger turn another segment trains)."""
 
     start: int
     history_steps: tuple[int, ...]
     frame_steps: tuple[int, ...]
     chunks: tuple[tuple[int, ...], ...]
+    trained: tuple[bool, ...]
 
 
 def asks_for_turn(instruction: str) -> bool:
@@ -134,24 +145,58 @@ def observed_history_steps(start: int, config: SampleConfig) -> tuple[int, ...]:
 
 
 def plan_window(labels: np.ndarray, start: int, config: SampleConfig,
-                executed: np.ndarray | None = None) -> WindowPlan:
+                executed: np.ndarray | None = None, segment: int = 0) -> WindowPlan:
     """Frames and action chunks of the window at `start` of a (trimmed) label sequence.
 
-    executed (DAgger, same length as labels): with config.consistent_history the window ends with
-    its first turn whose executed chunk differs from the label chunk (module docstring)."""
+    executed (DAgger, same length as labels): with config.consistent_history the sample ends with a
+    divergent turn (executed chunk != label chunk); `segment` k > 0 shows the turns up to the
+    window's k-th divergent turn as executed history and trains the rest (module docstring)."""
     end = min(start + config.num_frames, len(labels))
     if not 0 <= start < end:
         raise ValueError(f"window start {start} is outside a trajectory of {len(labels)} steps")
     if executed is not None and len(executed) != len(labels):
         raise ValueError(f"executed actions ({len(executed)}) and labels ({len(labels)}) differ in length")
-    frame_steps, chunks = [], []
-    for step in range(start, end, config.num_future_steps):
+    consistent = config.consistent_history and executed is not None
+    if segment and not (consistent and config.train_all_turns):
+        raise ValueError(f"segment {segment} needs DAgger executed actions with consistent_history and train_all_turns")
+    divergent_turns = _divergent_turns(labels, executed, start, config) if consistent else None
+    frame_steps, chunks, trained = [], [], []
+    passed = 0  # divergent turns before this one
+    for turn, step in enumerate(range(start, end, config.num_future_steps)):
         stop = min(step + config.num_future_steps, end)
+        divergent = consistent and divergent_turns[turn]
+        history_only = passed < segment
         frame_steps.append(step)
-        chunks.append(tuple(int(a) for a in labels[step:stop]))
-        if config.consistent_history and executed is not None and np.any(executed[step:stop] != labels[step:stop]):
+        chunks.append(tuple(int(a) for a in (executed if history_only else labels)[step:stop]))
+        trained.append(not history_only)
+        passed += divergent
+        if divergent and not history_only:
             break  # later turns would read this label as history, but the frames show the executed chunk
-    return WindowPlan(start, observed_history_steps(start, config), tuple(frame_steps), tuple(chunks))
+    if segment and passed < segment:
+        raise ValueError(f"window at {start} has no segment {segment} ({passed} divergent turns)")
+    if not any(trained):
+        raise ValueError(f"window at {start}: segment {segment} trains no turn (its divergent turn ends the window)")
+    return WindowPlan(start, observed_history_steps(start, config), tuple(frame_steps), tuple(chunks), tuple(trained))
+
+
+def window_segments(labels: np.ndarray, start: int, config: SampleConfig,
+                    executed: np.ndarray | None = None) -> tuple[float, ...]:
+    """Each segment's share of the window's turns (one segment, share 1.0, unless DAgger windows are
+    split: see train_all_turns). The shares sum to 1: every turn is trained by exactly one segment."""
+    if executed is None or not (config.consistent_history and config.train_all_turns):
+        return (1.0,)
+    divergent = _divergent_turns(labels, executed, start, config)
+    last = len(divergent) - 1
+    bounds = [-1] + [i for i, flag in enumerate(divergent) if flag and i < last] + [last]
+    return tuple((b - a) / len(divergent) for a, b in zip(bounds, bounds[1:]))
+
+
+def _divergent_turns(labels: np.ndarray, executed: np.ndarray, start: int, config: SampleConfig) -> list[bool]:
+    """Per turn of the window at `start`: does its executed chunk differ from its label chunk?"""
+    end = min(start + config.num_frames, len(labels))
+    return [bool(np.any(executed[step:min(step + config.num_future_steps, end)]
+                        != labels[step:min(step + config.num_future_steps, end)]))
+            for step in range(start, end, config.num_future_steps)]
 
 
 def choose_conjunctions(count: int, episode_key: str, instruction_index: int, start: int, seed: int) -> list[str]:
@@ -178,16 +223,19 @@ def build_nav_sample(
     instruction_index: int = 0,
     source: str = "",
     executed: np.ndarray | None = None,
+    segment: int = 0,
 ) -> Sample:
-    """The Sample of one window. `start` counts in the trimmed trajectory (see remove_init_turns).
-    executed: the DAgger episode's executed actions (None for expert data)."""
+    """The Sample of one window (segment, see train_all_turns). `start` counts in the trimmed
+    trajectory (see remove_init_turns). executed: the DAgger episode's executed actions (None for
+    expert data)."""
     offset = initial_turns_to_drop(instruction, labels, config)
     trimmed = np.asarray(labels[offset:])
-    plan = plan_window(trimmed, start, config, None if executed is None else np.asarray(executed[offset:]))
+    plan = plan_window(trimmed, start, config, None if executed is None else np.asarray(executed[offset:]), segment)
     steps = list(plan.history_steps) + list(plan.frame_steps)
     images = load_frames([offset + step for step in steps])
     conjunctions = choose_conjunctions(len(plan.frame_steps), episode_key, instruction_index, start, config.seed)
-    turns = tuple(NavTurn(conjunction, chunk) for conjunction, chunk in zip(conjunctions, plan.chunks))
+    turns = tuple(NavTurn(conjunction, chunk, trained)
+                  for conjunction, chunk, trained in zip(conjunctions, plan.chunks, plan.trained))
     shown = BLANK_INSTRUCTION if config.blank_instruction else instruction
     dialogue = NavDialogue(instruction=shown, turns=turns, has_memory=bool(plan.history_steps))
     return Sample(

@@ -1,8 +1,10 @@
 """The learner's in-memory view of an episode store: window index, weighted sampling, frame loading.
 
 refresh() picks up episodes committed since the last call (and forgets evicted ones) by reading
-only file headers. The index holds one WindowRef per (episode, instruction, window start). Sampling
-is uniform over windows or weighted per episode: source weights (e.g. DAgger data x2) times
+only file headers. The index holds one WindowRef per (episode, instruction, window start, segment):
+a DAgger window whose executed actions diverge from its labels is split into segments that each
+train part of its turns (rollout/samples.py, train_all_turns), weighted by their share of its turns.
+Sampling is uniform over windows or weighted per episode: source weights (e.g. DAgger data x2) times
 recency_decay ** (newest policy version - the episode's version).
 
 Loading a sample reads and decodes only the frames it needs: EpisodeStore.read_frames verifies a
@@ -24,7 +26,13 @@ import numpy as np
 
 from rollout.dialogue import Sample
 from rollout.records import decode_jpeg
-from rollout.samples import SampleConfig, build_nav_sample, initial_turns_to_drop, window_starts
+from rollout.samples import (
+    SampleConfig,
+    build_nav_sample,
+    initial_turns_to_drop,
+    window_segments,
+    window_starts,
+)
 from rollout.store import EpisodeHeader, EpisodeStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,7 @@ class WindowRef:
     episode: str  # store file name
     instruction_index: int
     start: int
+    segment: int = 0  # DAgger windows: which of the window's segments (samples.train_all_turns)
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,9 @@ class StoreView:
         self.config = config or ViewConfig()
         self.config.validate()
         self._headers: dict[str, EpisodeHeader] = {}
-        self._windows: dict[str, list[WindowRef]] = {}
+        self._windows: dict[str, list[tuple[WindowRef, float]]] = {}  # refs with their share of a window
         self._refs: list[WindowRef] = []
+        self._shares: list[float] = []
         self._weights: np.ndarray | None = None
         self._cache: OrderedDict[str, tuple[EpisodeHeader, dict[str, Any]]] = OrderedDict()
         self._cache_pid = os.getpid()
@@ -105,27 +115,40 @@ class StoreView:
         for header in self.store.iter_headers(lenient=self.config.lenient, names=new_names):
             self._headers[header.name] = header
             self._windows[header.name] = self._episode_windows(header)
-        self._refs = [ref for name in sorted(self._windows) for ref in self._windows[name]]
+        indexed = [entry for name in sorted(self._windows) for entry in self._windows[name]]
+        self._refs = [ref for ref, _ in indexed]
+        self._shares = [share for _, share in indexed]
         self._weights = self._compute_weights()
         return len(new_names)
 
-    def _episode_windows(self, header: EpisodeHeader) -> list[WindowRef]:
-        refs = []
+    def _episode_windows(self, header: EpisodeHeader) -> list[tuple[WindowRef, float]]:
+        entries = []
+        sample = self.config.sample
         for index, instruction in enumerate(header.instructions):
-            offset = initial_turns_to_drop(instruction, header.label_actions, self.config.sample)
-            for start in window_starts(header.num_steps - offset, self.config.sample):
-                refs.append(WindowRef(header.name, index, start))
-        return refs
+            offset = initial_turns_to_drop(instruction, header.label_actions, sample)
+            labels = np.asarray(header.label_actions[offset:])
+            executed = None if header.executed_actions is None else np.asarray(header.executed_actions[offset:])
+            for start in window_starts(header.num_steps - offset, sample):
+                shares = window_segments(labels, start, sample, executed)
+                entries += [(WindowRef(header.name, index, start, segment), share)
+                            for segment, share in enumerate(shares)]
+        return entries
 
     def _compute_weights(self) -> np.ndarray | None:
-        if self.config.weighting == "uniform" or not self._refs:
+        """None (uniform) when every window is one sample; else each ref's probability: its share of
+        its window times, when weighted, the episode's source weight and recency factor."""
+        if not self._refs:
             return None
+        shares = np.asarray(self._shares, dtype=np.float64)
+        if self.config.weighting == "uniform":
+            return None if np.all(shares == 1.0) else shares / shares.sum()
         newest = max(header.policy_version for header in self._headers.values())
         weights = np.empty(len(self._refs), dtype=np.float64)
         for i, ref in enumerate(self._refs):
             header = self._headers[ref.episode]
             source_weight = self.config.source_weights.get(source_kind(header.source), 1.0)
             weights[i] = source_weight * self.config.recency_decay ** (newest - header.policy_version)
+        weights *= shares
         total = weights.sum()
         if total <= 0:
             raise ValueError(f"all sample weights are zero (source_weights={self.config.source_weights})")
@@ -193,6 +216,7 @@ class StoreView:
             instruction_index=ref.instruction_index,
             source=f"store:{header.source}",
             executed=header.executed_actions,
+            segment=ref.segment,
         )
 
     def _jpegs(self, header: EpisodeHeader, steps: list[int]) -> list[bytes]:

@@ -52,13 +52,16 @@ def test_run_config_chunk_mixing_reaches_every_actors_dagger_config(tmp_path, va
     assert loop.actor_id == "actor-1" and loop.seed == config.seed * 1000 + 1
 
 
-def test_dagger_v1_variant_switches_both_sides_and_nothing_else():
-    full, legacy = load_run_config(BENCHMARK), load_run_config(BENCHMARK, variant="dagger_v1")
-    assert legacy.name == "benchmark_dagger_v1" and legacy.online.enabled and not legacy.eval.variants
-    assert legacy.train["data"]["consistent_history"] is False
-    assert full.train["data"].get("consistent_history", True) is True
-    assert {k: v for k, v in legacy.train["data"].items() if k != "consistent_history"} == full.train["data"]
-    assert legacy.online.dagger_p == full.online.dagger_p and legacy.online.steps == full.online.steps
+@pytest.mark.parametrize(("variant", "data_key", "chunk_mixing"),
+                         [("dagger_v1", "consistent_history", False), ("dagger_s4", "train_all_turns", True)])
+def test_dagger_variants_switch_their_key_and_nothing_else(variant, data_key, chunk_mixing):
+    full, other = load_run_config(BENCHMARK), load_run_config(BENCHMARK, variant=variant)
+    assert other.name == f"benchmark_{variant}" and other.online.enabled and not other.eval.variants
+    assert other.train["data"][data_key] is False
+    assert full.train["data"].get(data_key, True) is True
+    assert {k: v for k, v in other.train["data"].items() if k != data_key} == full.train["data"]
+    assert other.online.chunk_mixing is chunk_mixing  # dagger_v1 is per-step mixing as well
+    assert other.online.dagger_p == full.online.dagger_p and other.online.steps == full.online.steps
 
 
 @pytest.mark.parametrize(("flags", "expected"), [([], True), (["--no-chunk-mixing"], False)])
@@ -82,6 +85,11 @@ def test_non_bool_switches_are_clear_errors(tmp_path):
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(ValueError, match="data.consistent_history must be true or false, got 1"):
         load_run_config(path)  # at load, before any stage runs
+    values["train"]["data"]["consistent_history"] = True
+    values["train"]["data"]["train_all_turns"] = "all"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ValueError, match="data.train_all_turns must be true or false, got 'all'"):
+        load_run_config(path)
     with pytest.raises(ValueError, match="ActorLoopConfig.chunk_mixing must be a bool"):
         ActorLoopConfig(chunk_mixing="no").validate()
     (tmp_path / "train.json.gz").write_bytes(b"")

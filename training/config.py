@@ -106,6 +106,9 @@ class DataConfig:
     # DAgger windows end at the first turn whose executed chunk differs from its labels
     # (rollout.samples.SampleConfig.consistent_history); false: label history, as before issue 8's fix
     consistent_history: bool = True
+    # ... and the turns after that one are trained by further samples of the window
+    # (rollout.samples.SampleConfig.train_all_turns); false: they are never targets, as in session 4
+    train_all_turns: bool = True
 
     def validate(self) -> None:
         for index, source in enumerate(self.sources):
@@ -114,8 +117,9 @@ class DataConfig:
             _require(getattr(self, name) > 0, f"data.{name} must be > 0")
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")
         _require(self.refresh_every >= 0, "data.refresh_every must be >= 0")
-        _require(isinstance(self.consistent_history, bool),
-                 f"data.consistent_history must be true or false, got {self.consistent_history!r}")
+        for name in ("consistent_history", "train_all_turns"):
+            value = getattr(self, name)
+            _require(isinstance(value, bool), f"data.{name} must be true or false, got {value!r}")
 
 
 @dataclass

@@ -134,7 +134,8 @@ def build_sources(data: DataConfig, sample_config=None) -> dict[str, Any]:
     if sample_config is None:
         sample_config = SampleConfig(num_frames=data.num_frames, num_future_steps=data.num_future_steps,
                                      num_history=data.num_history, blank_instruction=data.blank_instructions,
-                                     consistent_history=data.consistent_history)
+                                     consistent_history=data.consistent_history,
+                                     train_all_turns=data.train_all_turns)
     sources: dict[str, Any] = {}
     for index, entry in enumerate(data.sources):
         if entry.label in sources:

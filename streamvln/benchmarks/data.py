@@ -130,8 +130,9 @@ def _stage_split(store: EpisodeStore, encoder, args: argparse.Namespace) -> dict
     per_sample = 1e3 / len(keys)
     split = {"load": (loaded - start) * per_sample, "encode": (encoded - loaded) * per_sample,
              "collate": (collated - encoded) * per_sample}
-    split["total"] = sum(split.values())
-    return {name: round(value, 3) for name, value in split.items()}
+    split = {name: round(value, 3) for name, value in split.items()}
+    split["total"] = round(sum(split.values()), 3)
+    return split
 
 
 def _encoder(image_size: int):

@@ -1,5 +1,6 @@
-"""Issue 8's `train.data.consistent_history` reaches the learner's store samples (run config -> TrainConfig
--> training.data.build_sources -> StoreView): false keeps a DAgger window's full label history."""
+"""Issue 8's `train.data.consistent_history` and `train_all_turns` reach the learner's store samples (run
+config -> TrainConfig -> training.data.build_sources -> StoreView): consistent_history false keeps a DAgger
+window's full label history; train_all_turns false drops the segments after the first divergent turn."""
 
 from __future__ import annotations
 
@@ -47,3 +48,17 @@ def test_run_config_consistent_history_reaches_the_store_samples(tmp_path, varia
         assert turn.actions == tuple(int(a) for a in trajectory.label_actions[step : step + 4])
     if variant == "dagger_v1":  # label history: turn 3 is history that differs from what was executed
         assert turns[2].actions != tuple(int(a) for a in trajectory.executed_actions[8:12])
+
+
+@pytest.mark.parametrize(("variant", "segments"), [(None, [0, 1]), ("dagger_s4", [0])])
+def test_run_config_train_all_turns_reaches_the_store_view(tmp_path, variant, segments):
+    config = load_run_config(BENCHMARK, variant=variant)
+    config.out_root = str(tmp_path)
+    pipeline = Pipeline(config, Console(quiet=True))
+    EpisodeStore(pipeline.store_dir).add(_dagger_trajectory())
+    train = pipeline.train_config(tmp_path / "offline", steps=1)
+    assert train.data.train_all_turns is (variant is None)
+    nav = build_sources(train.data)["nav"]
+    assert [ref.segment for ref in nav.view.refs if ref.start == 0] == segments
+    last = nav.load([ref for ref in nav.view.refs if ref.start == 0][-1])
+    assert [turn.trained for turn in last.dialogue.turns] == ([False] * 3 + [True] if variant is None else [True] * 3)
