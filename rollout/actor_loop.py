@@ -41,6 +41,8 @@ class ActorLoopConfig:
     intervene_after: int | None = None
     intervention_steps: int = 4
     chunk_mixing: bool = True  # DaggerConfig.chunk_mixing (False: per-step beta draws, before issue 8's fix)
+    accept_stop_m: float = 0.0  # DaggerConfig.accept_stop_m (0: a policy STOP is always replaced)
+    executed_in_context: bool = False  # DaggerConfig.executed_in_context
     max_policy_lag: int = 2
     max_episodes: int | None = None  # stop after sending this many
     wait_weights_s: float = 0.0  # wait this long for a first announcement before expert-only collection
@@ -67,7 +69,8 @@ class ActorLoopConfig:
 
     def dagger(self, iteration: int) -> DaggerConfig:
         return DaggerConfig(self.dagger_p, iteration, self.intervene_after, self.intervention_steps, self.seed,
-                            chunk_mixing=self.chunk_mixing)
+                            chunk_mixing=self.chunk_mixing, accept_stop_m=self.accept_stop_m,
+                            executed_in_context=self.executed_in_context)
 
 
 AgentLoader = Callable[[str], object]

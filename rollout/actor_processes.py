@@ -27,6 +27,8 @@ class ActorProcessConfig:
     dagger_p: float = 0.75
     intervene_after: int | None = None
     chunk_mixing: bool = True  # DaggerConfig.chunk_mixing (False: per-step beta draws)
+    accept_stop_m: float = 0.0  # DaggerConfig.accept_stop_m
+    executed_in_context: bool = False  # DaggerConfig.executed_in_context
     max_policy_lag: int = 2
     wait_weights_s: float = 600.0  # wait for the learner's v0 before collecting (0: start with the expert)
     seed: int = 0
@@ -54,7 +56,9 @@ def actor_command(config: ActorProcessConfig, index: int, addresses: dict[str, s
                "--height", str(config.sensors.height), "--hfov", str(config.sensors.hfov_deg), "--max-steps", str(config.max_steps),
                "--dagger-p", str(config.dagger_p), "--max-policy-lag", str(config.max_policy_lag),
                "--seed", str(config.seed * 1000 + index), "--wait-weights", str(config.wait_weights_s),
-               "--chunk-mixing" if config.chunk_mixing else "--no-chunk-mixing"]  # explicit: no default to drift
+               "--chunk-mixing" if config.chunk_mixing else "--no-chunk-mixing",  # explicit: no default to drift
+               "--accept-stop-m", str(config.accept_stop_m),
+               "--executed-in-context" if config.executed_in_context else "--no-executed-in-context"]
     if config.intervene_after is not None:
         command += ["--intervene-after", str(config.intervene_after)]
     if config.curve_keys is not None:

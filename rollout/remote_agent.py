@@ -42,7 +42,8 @@ class RemoteAgent:
         return RemoteSession(session_id, reply.model_version)
 
     def act_batch(self, sessions: list[RemoteSession], observations: list) -> list[RemoteOutput]:
-        frames = [(session.session_id, obs.rgb, obs.depth, obs.pose) for session, obs in zip(sessions, observations)]
+        frames = [(session.session_id, obs.rgb, obs.depth, obs.pose, obs.executed)
+                  for session, obs in zip(sessions, observations)]
         replies = self.client.act_many(frames)
         outputs = [RemoteOutput(list(reply.actions), int(reply.extra.get("batch_size", 0)), reply.timings_ms)
                    for reply in replies]

@@ -20,6 +20,8 @@ MAX_GEODESIC_M = 16.0
 POLICY_NAMES = ("expert", "forward", "random", "replay")
 # envs.task.TaskConfig.max_steps
 TASK_MAX_STEPS = 500
+# envs.metrics.SUCCESS_DISTANCE_M (= envs.task.TaskConfig.success_distance)
+SUCCESS_DISTANCE_M = 3.0
 
 # agent.serving.server.DEFAULT_BIND
 DEFAULT_BIND = "tcp://127.0.0.1:5555"

@@ -111,6 +111,7 @@ def test_cli_defaults_match_their_sources_of_truth():
     assert generator.max_geodesic_m == cli_defaults.MAX_GEODESIC_M
     assert tuple(sorted(POLICY_FACTORIES)) == cli_defaults.POLICY_NAMES
     assert TaskConfig().max_steps == cli_defaults.TASK_MAX_STEPS
+    assert TaskConfig().success_distance == cli_defaults.SUCCESS_DISTANCE_M
     assert DEFAULT_BIND == server.bind == cli_defaults.DEFAULT_BIND
     assert server.max_sessions == cli_defaults.SERVER_MAX_SESSIONS
     assert server.idle_timeout_s == cli_defaults.SERVER_IDLE_TIMEOUT_S

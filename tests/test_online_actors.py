@@ -84,6 +84,58 @@ def test_premature_stop_is_replaced_by_the_expert():
     assert actor.stats.interventions == trajectory.num_steps - 1  # every step but the expert's own STOP
 
 
+def test_policy_stop_within_accept_radius_ends_the_episode_as_its_label():
+    """A STOP the benchmark counts as success is kept (label STOP), not replaced by the expert's "go on"."""
+    radius = 2.0
+    accepted = DaggerActor(tasks(1), FakeAgent(int(Action.STOP)), DaggerConfig(p=0.0, iteration=1, accept_stop_m=radius))
+    (trajectory,) = collect(accepted, plane_episodes(1))
+    (expert,) = collect(DaggerActor(tasks(1), agent=None), plane_episodes(1))
+    trajectory.validate()
+    labels, executed = trajectory.label_actions, trajectory.executed_actions
+    assert labels[-1] == executed[-1] == Action.STOP and (labels == Action.STOP).sum() == 1
+    # The expert drove (premature STOPs replaced) until the agent first came within the radius.
+    assert 4.0 - radius <= 0.25 * (trajectory.num_steps - 1) < 4.0 - radius + 0.25
+    np.testing.assert_array_equal(labels[:-1], expert.label_actions[: trajectory.num_steps - 1])
+    assert trajectory.num_steps < expert.num_steps  # the expert alone walks on to 0.25 m
+    assert trajectory.metrics["accepted_stop"] == 1.0 and trajectory.metrics["SR"] == 1.0
+    assert radius - 0.25 < trajectory.metrics["NE"] <= radius
+    assert accepted.stats.accepted_stops == 1 and expert.metrics["accepted_stop"] == 0.0
+
+
+class RecordingAgent(FakeAgent):
+    """FakeAgent that keeps every observation's `executed` (what the actor told it was executed)."""
+
+    def __init__(self, action: int):
+        super().__init__(action)
+        self.executed: list = []
+
+    def act_batch(self, sessions, observations):
+        self.executed += [obs.executed for obs in observations]
+        return super().act_batch(sessions, observations)
+
+
+@pytest.mark.parametrize("in_context", [False, True])
+def test_executed_chunk_is_told_to_the_policy_only_when_it_differs(in_context):
+    agent = RecordingAgent(int(Action.TURN_LEFT))
+    config = DaggerConfig(p=0.0, iteration=1, intervene_after=3, intervention_steps=4, executed_in_context=in_context)
+    (trajectory,) = collect(DaggerActor(tasks(1), agent, config), plane_episodes(1))
+    executed = trajectory.executed_actions.tolist()
+    chunks = [executed[start:start + 4] for start in range(0, len(executed), 4)]
+    # Call k (k >= 1) follows chunk k-1: told what it really was when the expert changed any of it.
+    expected = [None] + [None if chunk == [int(Action.TURN_LEFT)] * 4 else chunk for chunk in chunks[:-1]]
+    if not in_context:
+        expected = [None] * len(expected)
+    assert agent.executed == expected[: len(agent.executed)] and len(agent.executed) == len(chunks)
+    assert any(e is not None for e in expected) is in_context  # interventions did change chunks
+
+
+def test_accept_radius_beyond_the_success_distance_is_refused():
+    with pytest.raises(ValueError, match="accept_stop_m 3.5 m exceeds the task's success distance 3.0 m"):
+        DaggerActor(tasks(1), FakeAgent(0), DaggerConfig(p=0.0, iteration=1, accept_stop_m=3.5))
+    with pytest.raises(ValueError, match="accept_stop_m must be a finite distance >= 0"):
+        DaggerConfig(accept_stop_m=-1.0).validate()
+
+
 def test_episode_hitting_the_step_limit_is_discarded():
     actor = DaggerActor(tasks(1, max_steps=10), FakeAgent(int(Action.TURN_LEFT)), DaggerConfig(p=0.0, iteration=1))
     assert collect(actor, plane_episodes(2)) == []
@@ -192,3 +244,28 @@ def test_chunk_mixing_lets_one_driver_execute_each_chunk():
     assert total > 10 and mixed <= total // 10  # only at the episode's end (STOP inside a chunk)
     mixed_per_step, _ = mixed_chunks(False)
     assert mixed_per_step > total // 3
+
+
+def test_real_streaming_policy_accepts_the_executed_chunks():
+    """The tiny streaming agent (random weights, chunks of any length, STOPs replaced) as the policy: every
+    executed chunk it is told about fits its previous answer, and its context then holds that chunk."""
+    from agent.streaming.engine import StreamingEngine
+
+    agent = StreamingEngine.from_preset("tiny", seed=1).agent
+    config = DaggerConfig(p=0.0, iteration=1, intervene_after=2, intervention_steps=3, executed_in_context=True)
+    actor = DaggerActor(tasks(2, max_steps=40), agent, config)
+    told = []
+    original = agent.act_batch
+
+    def act_batch(sessions, observations):
+        told.extend(obs.executed for obs in observations)
+        outputs = original(sessions, observations)
+        for session, obs, output in zip(sessions, observations, outputs):
+            if obs.executed is not None and not output.window_start:  # a new window drops old answers
+                answers = [seg.ids for seg in session.window if seg.visual is None]
+                assert agent.prompt.answer_ids(obs.executed) in answers
+        return outputs
+
+    agent.act_batch = act_batch
+    actor.run(plane_episodes(3), lambda trajectory: None)
+    assert actor.stats.model_calls > 0 and any(e is not None for e in told)

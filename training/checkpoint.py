@@ -3,13 +3,14 @@
 Layout under `<out_dir>/checkpoints/`:
     step_000100/            DeepSpeed engine files (model, ZeRO optimizer partitions, lr scheduler)
     step_000100/learner_state.json   step, data position, samples per source,
-                                     model fingerprint, the run's config
+                                     model fingerprint, engine layout, the run's config
     step_000100/rng_rank<r>.{json,safetensors}   python/numpy and torch CPU (+ CUDA) generator states of rank r
     latest                  the newest tag (written by DeepSpeed)
 
 The learner's own state is JSON + safetensors (no pickle). The fingerprint (model class and parameter
 names/shapes) is checked before DeepSpeed loads anything, so a checkpoint of another model fails with
-a clear message instead of a shape error deep inside ZeRO.
+a clear message instead of a shape error deep inside ZeRO. So is the engine layout (DeepSpeed bf16
+wrapper or fp32 weights, ZeRO stage): DeepSpeed cannot load the optimizer state of one layout into another.
 """
 
 from __future__ import annotations
@@ -48,6 +49,35 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], where: Pat
             f"checkpoint {where} was saved from a different model: saved {saved['class']} "
             f"({saved['num_params']} params, shapes {saved['shapes_sha256']}), current {current['class']} "
             f"({current['num_params']} params, shapes {current['shapes_sha256']})")
+
+
+def engine_layout(ds_config: dict[str, Any]) -> dict[str, Any]:
+    """How the engine keeps weights and optimizer state, as far as loading a checkpoint cares.
+
+    "bf16": DeepSpeed's bf16 wrapper (bf16 module, fp32 master copy in its optimizer files);
+    "fp32": fp32 module weights (speed.torch_autocast, or bf16: false). ZeRO-1 and -2 write the same
+    partition files (DeepSpeed loads one as the other); stage 0 (the torch optimizer's own state_dict)
+    and stage 3 are each a format of their own.
+    """
+    stage = int(ds_config["zero_optimization"]["stage"])
+    return {"weights": "bf16" if ds_config.get("bf16", {}).get("enabled") is True else "fp32",
+            "zero": {0: "0", 1: "1/2", 2: "1/2", 3: "3"}[stage]}
+
+
+_WEIGHTS = {"bf16": "bf16 weights with DeepSpeed's fp32 master copy (bf16: true, speed.torch_autocast: false)",
+            "fp32": "fp32 weights (speed.torch_autocast: true, or bf16: false)"}
+
+
+def check_engine_layout(saved: dict[str, Any] | None, current: dict[str, Any], where: Path) -> None:
+    """Refuse a checkpoint of another layout before DeepSpeed half-loads it and fails on a missing file or
+    key (None: a checkpoint from before the layout was recorded; DeepSpeed's own errors apply)."""
+    if saved is None or saved == current:
+        return
+    raise ValueError(
+        f"checkpoint {where} holds {_WEIGHTS[saved['weights']]} and ZeRO stage {saved['zero']} optimizer "
+        f"state; this run has {_WEIGHTS[current['weights']]} and ZeRO stage {current['zero']}. DeepSpeed "
+        f"cannot load one as the other: resume with the checkpoint's bf16 / speed.torch_autocast / "
+        f"zero_stage, or start a new run from its exported weights (model_path)")
 
 
 def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

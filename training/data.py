@@ -64,14 +64,20 @@ class BatchStream:
     """Endless, resumable batches: `next(stream)`; `state_dict()` = {epoch, position}."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, batch_sampler: Any, collate_fn,
-                 num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2):
+                 num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2, seed: int = 0):
         if len(batch_sampler) == 0:
             raise ValueError("the batch sampler yields no batches (no samples?)")
         self._sampler = SkippingBatchSampler(batch_sampler)
+        # Every iter(loader) draws the workers' base seed from the loader's generator. Without one of its
+        # own that draw comes from torch's global RNG, and a resumed run restarts the loader where the
+        # uninterrupted run did not: its dropout etc. would run one draw off the uninterrupted run's.
+        # Reseeded from (seed, epoch) at each start, so the base seed does not depend on restarts either.
+        self.seed = seed
+        self._generator = torch.Generator()
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self._sampler, collate_fn=collate_fn, num_workers=num_workers,
             pin_memory=pin_memory, prefetch_factor=prefetch_factor if num_workers > 0 else None,
-            persistent_workers=False)
+            persistent_workers=False, generator=self._generator)
         self.epoch = 0
         self.position = 0  # batches of this epoch handed to the learner
         self._iterator: Iterator | None = None
@@ -84,6 +90,7 @@ class BatchStream:
         for _attempt in range(2):
             if self._iterator is None:
                 self._sampler.epoch, self._sampler.skip = self.epoch, self.position
+                self._generator.manual_seed(((self.seed % 2**32) << 32) | (self.epoch % 2**32))
                 self._iterator = iter(self.loader)
             try:
                 batch = next(self._iterator)
@@ -237,6 +244,6 @@ def build_mixed_stream(data: DataConfig, encoder, micro_batch_size: int, seed: i
     dataset = SourceTaggedDataset(SampleDataset(sources, encoder))
     sampler = RankSlice(MixtureBatchSampler(sources, mixture), rank, world_size)
     stream = BatchStream(dataset, sampler, dataset.collate, num_workers=data.num_workers,
-                         pin_memory=data.pin_memory, prefetch_factor=data.prefetch_factor)
+                         pin_memory=data.pin_memory, prefetch_factor=data.prefetch_factor, seed=seed)
     stream.sources = sources
     return stream

@@ -50,6 +50,15 @@ def _token_mean_over_ranks(stats: StepStats, device: torch.device) -> float:
     return loss_sum / tokens if tokens else mean_sum / max(means, 1)
 
 
+def _require_fp32_trainable(model: nn.Module) -> None:
+    """speed.torch_autocast has no DeepSpeed bf16 wrapper and so no fp32 master copy: the torch optimizer
+    updates the module's own weights, which must be fp32 (bf16 weights would lose small updates)."""
+    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
+    if low:
+        raise ValueError(f"speed.torch_autocast trains fp32 weights under torch.autocast, but trainable "
+                         f"parameters are {', '.join(low)}: load the model in float32")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; a checkpoint of the last good state was saved first."""
 
@@ -79,7 +88,10 @@ class Learner:
         self.fingerprint = ckpt.model_fingerprint(model)
         self.model_info = prepare_model(model, config.tunable_parts, config.speed)
         self.model = model
+        if config.speed.torch_autocast:
+            _require_fp32_trainable(model)
         self.zero_stage = int(ds_config["zero_optimization"]["stage"])
+        self.engine_layout = ckpt.engine_layout(ds_config)
         self.engine, self.group_names = self._build_engine(model, parts, ds_config)
         self.device = self.engine.device
         if self.world_size == 1 and self.zero_stage == 0:
@@ -259,7 +271,7 @@ class Learner:
         self.engine.save_checkpoint(str(root), tag=tag, client_state={"learner_step": step})
         learner_state = {"step": step, "data": state["data"], "samples_seen": state["samples_seen"],
                          "fingerprint": self.fingerprint, "world_size": self.world_size,
-                         "config": config_to_dict(self.config)}
+                         "engine_layout": self.engine_layout, "config": config_to_dict(self.config)}
         ckpt.write_learner_state(root / tag, learner_state, self.rank, rng=state["rng"])
         barrier()
         if self.rank == 0:
@@ -276,6 +288,7 @@ class Learner:
         if state.get("world_size", 1) != self.world_size:
             raise ValueError(f"checkpoint {path} was saved with {state['world_size']} ranks, this run has "
                              f"{self.world_size} (ZeRO partitions differ)")
+        ckpt.check_engine_layout(state.get("engine_layout"), self.engine_layout, path)
         loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
                                                 load_lr_scheduler_states=True)
         if loaded is None:

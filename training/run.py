@@ -37,7 +37,8 @@ def build_model_and_processor(config: TrainConfig) -> tuple[torch.nn.Module, Any
         path = Path(config.model_path)
         if not path.is_dir():
             raise FileNotFoundError(f"model_path does not exist: {path}")
-        dtype = torch.bfloat16 if config.bf16 else torch.float32  # bf16: half the host memory per rank
+        # bf16: half the host memory per rank; speed.torch_autocast trains the fp32 weights themselves
+        dtype = torch.bfloat16 if config.bf16 and not config.speed.torch_autocast else torch.float32
         model = SlowFastForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=dtype)
         processor = SlowFastProcessor.from_pretrained(path)
     else:

@@ -103,27 +103,19 @@ class AgentClient:
         return self.request("reset", session, instruction=instruction)
 
     def act(self, session: str, rgb: np.ndarray, depth: np.ndarray | None = None, pose: np.ndarray | None = None,
-            jpeg: bool = True, quality: int = 90) -> Reply:
-        """Send one frame; the reply's `actions` are the next actions to execute, one per env step."""
-        fields: dict[str, Any] = {"frame": encode_frame(rgb, jpeg=jpeg, quality=quality)}
-        if depth is not None:
-            fields["depth"] = encode_depth(depth)
-        if pose is not None:
-            fields["pose"] = [float(v) for v in np.asarray(pose).reshape(-1)]
-        return self.request("act", session, **fields)
+            jpeg: bool = True, quality: int = 90, executed: list[int] | None = None) -> Reply:
+        """Send one frame; the reply's `actions` are the next actions to execute, one per env step.
+        `executed`: what the env executed of the previous reply, where it differs (DAgger)."""
+        return self.request("act", session, **_act_fields(rgb, depth, pose, executed, jpeg, quality))
 
-    def act_many(self, frames: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
+    def act_many(self, frames: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None, list[int] | None]],
                  jpeg: bool = True, quality: int = 90) -> list[Reply]:
-        """Pipelined act for several sessions: (session, rgb, depth, pose) each, all sent before any
-        reply is awaited, so the server can batch them into one engine call. Replies in input order;
+        """Pipelined act for several sessions: (session, rgb, depth, pose, executed) each, all sent before
+        any reply is awaited, so the server can batch them into one engine call. Replies in input order;
         the first error raises its typed exception (after every reply has arrived)."""
         ids = []
-        for session, rgb, depth, pose in frames:
-            fields: dict[str, Any] = {"frame": encode_frame(rgb, jpeg=jpeg, quality=quality)}
-            if depth is not None:
-                fields["depth"] = encode_depth(depth)
-            if pose is not None:
-                fields["pose"] = [float(v) for v in np.asarray(pose).reshape(-1)]
+        for session, rgb, depth, pose, executed in frames:
+            fields = _act_fields(rgb, depth, pose, executed, jpeg, quality)
             ids.append(next(self._ids))
             self._socket.send(encode_request("act", session, ids[-1], **fields))
         replies: dict[Any, Reply] = {}
@@ -181,3 +173,16 @@ class AgentClient:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _act_fields(rgb: np.ndarray, depth: np.ndarray | None, pose: np.ndarray | None, executed: list[int] | None,
+                jpeg: bool, quality: int) -> dict[str, Any]:
+    """The optional keys of one act request (protocol.py)."""
+    fields: dict[str, Any] = {"frame": encode_frame(rgb, jpeg=jpeg, quality=quality)}
+    if depth is not None:
+        fields["depth"] = encode_depth(depth)
+    if pose is not None:
+        fields["pose"] = [float(v) for v in np.asarray(pose).reshape(-1)]
+    if executed is not None:
+        fields["executed"] = [int(a) for a in executed]
+    return fields

@@ -29,6 +29,7 @@ class ActRequest:
     rgb: np.ndarray  # (H, W, 3) uint8
     depth: np.ndarray | None = None  # (H, W, 1) float32, habitat-normalised to [0, 1]
     pose: np.ndarray | None = None  # (7,) float64: position xyz + quaternion xyzw
+    executed: list[int] | None = None  # actions executed since the previous act where they differ from its reply
 
 
 @dataclass

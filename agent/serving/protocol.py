@@ -4,7 +4,9 @@ Request  {v: 1, type: "act" | "reset" | "close" | "ping", session: str, request_
           instruction: str (reset),
           frame: {data: bytes, encoding: "raw" | "jpeg", shape: [H, W, 3], dtype: "uint8"} (act),
           depth: {data: bytes, shape: [H, W, 1], dtype: "float32"} (act, optional),
-          pose: [x, y, z, qx, qy, qz, qw] (act, optional)}
+          pose: [x, y, z, qx, qy, qz, qw] (act, optional),
+          executed: [int] (act, optional: the actions the env executed since the session's previous
+                    act, where they differ from that reply, e.g. a DAgger expert step; one per action)}
 Reply    {v: 1, ok: bool, request_id, session, actions: [int], model_version: int,
           timings_ms: {decode, queue, model, server}, notes: [str], error: {code, message} | None}
 
@@ -28,6 +30,7 @@ PROTOCOL_VERSION = 1
 MESSAGE_TYPES = ("act", "reset", "close", "ping")
 MAX_SIDE_PX = 4096  # larger frames are refused before decoding (decompression bombs)
 MAX_SESSION_CHARS = 128
+MAX_EXECUTED = 64  # executed actions per act (a reply holds at most num_future_steps of them)
 MAX_INSTRUCTION_CHARS = 65536  # the engine truncates to its token budget; this only bounds the wire
 
 
@@ -63,6 +66,7 @@ class Request:
     rgb: np.ndarray | None = None
     depth: np.ndarray | None = None
     pose: np.ndarray | None = None
+    executed: list[int] | None = None
     decode_ms: float = 0.0  # set by the server: time spent decoding this request
 
 
@@ -105,7 +109,7 @@ def encode_depth(depth: np.ndarray) -> dict[str, Any]:
 
 
 def encode_request(type: str, session: str, request_id: Any = None, **fields: Any) -> bytes:
-    """Pack a request map; `fields` are the optional keys (instruction, frame, depth, pose)."""
+    """Pack a request map; `fields` are the optional keys (instruction, frame, depth, pose, executed)."""
     message = {"v": PROTOCOL_VERSION, "type": type, "session": session, "request_id": request_id}
     message.update({key: value for key, value in fields.items() if value is not None})
     return msgpack.packb(message, use_bin_type=True)
@@ -177,6 +181,8 @@ def decode_request(payload: bytes) -> Request:
                 request.depth = decode_depth(message["depth"], request.rgb.shape[:2])
             if message.get("pose") is not None:
                 request.pose = decode_pose(message["pose"])
+            if message.get("executed") is not None:
+                request.executed = decode_executed(message["executed"])
     except ProtocolError as error:
         raise fail(error.code, error.message) from None
     return request
@@ -258,6 +264,15 @@ def decode_depth(obj: Any, frame_hw: tuple[int, int]) -> np.ndarray:
     if len(data) != expected:
         raise ProtocolError(ErrorCode.WRONG_SIZE, f"depth.data has {len(data)} bytes, shape {list(shape)} float32 needs {expected}")
     return np.frombuffer(data, dtype="<f4").reshape(shape)
+
+
+def decode_executed(obj: Any) -> list[int]:
+    """1..MAX_EXECUTED action ids (0 STOP .. 3 TURN_RIGHT)."""
+    if (not isinstance(obj, (list, tuple)) or not 0 < len(obj) <= MAX_EXECUTED
+            or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 3 for a in obj)):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                            f"executed must be 1 to {MAX_EXECUTED} action ids in 0..3, got {obj!r:.80}")
+    return [int(a) for a in obj]
 
 
 def decode_pose(obj: Any) -> np.ndarray:

@@ -158,8 +158,8 @@ class EngineWorker:
                 self._fail(work, *self._unknown(work.key))
         if not ready:
             return
-        requests = [ActRequest(self.sessions[w.key].engine_id, w.request.rgb, w.request.depth, w.request.pose)
-                    for w in ready]
+        requests = [ActRequest(self.sessions[w.key].engine_id, w.request.rgb, w.request.depth, w.request.pose,
+                               w.request.executed) for w in ready]
         start = time.perf_counter()
         try:
             results = self.engine.act(requests)

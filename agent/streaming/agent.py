@@ -31,6 +31,7 @@ from agent.streaming.prompt import ProcessorView, Segment, embed_segments
 from agent.streaming.session import ActOutput, AgentSession, Observation, PreparedWindow, check_observation
 from agent.streaming.speculative import draft_actions, speculative_decode
 from agent.streaming.voxel import CameraModel
+from envs.actions import validate_action
 from rollout.dialogue import CONJUNCTIONS
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,8 @@ class StreamingAgent:
     # ---- acting ---------------------------------------------------------------------------------
 
     def act(self, session: AgentSession, rgb: np.ndarray, depth: np.ndarray | None = None,
-            pose: np.ndarray | None = None) -> ActOutput:
-        return self.act_batch([session], [Observation(rgb, depth, pose)])[0]
+            pose: np.ndarray | None = None, executed: list[int] | None = None) -> ActOutput:
+        return self.act_batch([session], [Observation(rgb, depth, pose, executed)])[0]
 
     @torch.no_grad()
     def act_batch(self, sessions: Sequence[AgentSession], observations: Sequence[Observation]) -> list[ActOutput]:
@@ -156,6 +157,11 @@ class StreamingAgent:
             raise ValueError("act_batch got the same session twice")
         start = self.now_ms()
         checked = [check_observation(s, o) for s, o in zip(sessions, observations)]
+        executed = [None if obs.executed is None else check_executed(s, obs.executed)  # all checked first
+                    for s, (obs, _) in zip(sessions, checked)]
+        for session, actions in zip(sessions, executed):
+            if actions is not None and actions != session.last_actions:
+                self._replace_answer(session, actions)
         features = self._encode([obs.rgb for obs, _ in checked])
         encoded = self.now_ms()
         plans = [self._plan(s, feats, obs, notes) for s, feats, (obs, notes) in zip(sessions, features, checked)]
@@ -355,8 +361,29 @@ class StreamingAgent:
         session.stats.calls += 1
         return ActOutput(actions, dict(timings), notes, fallback, boundary, decoded, hidden)
 
+    def _replace_answer(self, session: AgentSession, actions: list[int]) -> None:
+        """The env executed `actions` instead of the previous call's answer: the context must show what
+        was executed (as the training samples do), not what the model said. The answer's fed tokens are
+        cut from the cache; the canonical answer of the executed actions is prefilled with the next turn."""
+        canonical = self.prompt.answer_ids(actions)
+        session.cache.truncate_to(session.turn_end)
+        session.pending = canonical
+        session.window[-1] = Segment(canonical)  # _finish appended the answer last
+        session.last_actions = actions
+
     def now_ms(self) -> float:
         """Milliseconds, after the device's queued work (so timings are real on CUDA)."""
         if self.text_model.device.type == "cuda":
             torch.cuda.synchronize(self.text_model.device)
         return time.perf_counter() * 1000.0
+
+
+def check_executed(session: AgentSession, executed: Sequence[int]) -> list[int]:
+    """`executed` checked against the session's previous answer: one valid action per answered one."""
+    if session.stats.calls == 0:
+        raise ValueError(f"session {session.name!r}: executed actions given before its first call")
+    actions = [int(validate_action(a)) for a in executed]
+    if len(actions) != len(session.last_actions):
+        raise ValueError(f"session {session.name!r}: {len(actions)} executed actions for a previous answer "
+                         f"of {len(session.last_actions)} (one executed action per answered one)")
+    return actions

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from agent.serving.engine import ActRequest, ActResult, OpenInfo
-from agent.streaming.agent import StreamingAgent
+from agent.streaming.agent import StreamingAgent, check_executed
 from agent.streaming.config import StreamingConfig
 from agent.streaming.session import AgentSession, Observation
 
@@ -108,10 +108,24 @@ class StreamingEngine:
         results: list[ActResult] = []
         for begin in range(0, len(requests), self.max_batch):
             chunk = requests[begin:begin + self.max_batch]
-            outputs = self.agent.act_batch([self.sessions[r.session_id] for r in chunk],
-                                           [Observation(r.rgb, r.depth, r.pose) for r in chunk])
-            results += [ActResult(out.actions, out.timings_ms, out.notes) for out in outputs]
+            sessions = [self.sessions[r.session_id] for r in chunk]
+            executed = [self._usable_executed(s, r.executed) for s, r in zip(sessions, chunk)]
+            outputs = self.agent.act_batch(sessions, [Observation(r.rgb, r.depth, r.pose, ex)
+                                                      for r, (ex, _) in zip(chunk, executed)])
+            results += [ActResult(out.actions, out.timings_ms, notes + out.notes)
+                        for out, (_, notes) in zip(outputs, executed)]
         return results
+
+    @staticmethod
+    def _usable_executed(session: AgentSession, executed: list[int] | None) -> tuple[list[int] | None, list[str]]:
+        """A client's `executed` that does not fit the session's previous reply is dropped with a note, so
+        one bad request cannot fail the batch it shares with other sessions."""
+        if executed is None:
+            return None, []
+        try:
+            return check_executed(session, executed), []
+        except ValueError as error:
+            return None, [f"executed ignored: {error}"]
 
     def close(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)

@@ -81,6 +81,9 @@ class Observation:
     rgb: np.ndarray  # uint8 (H, W, 3)
     depth: np.ndarray | None = None  # float32 (H, W, 1) normalised to [0, 1]
     pose: np.ndarray | None = None  # (7,) position + quaternion [x, y, z, w]
+    # The actions the env executed since this session's previous call, where they differ from that call's
+    # answer (a DAgger actor's expert step or intervention replaced some); None: executed as answered.
+    executed: list[int] | None = None
 
 
 @dataclass
@@ -122,4 +125,4 @@ def check_observation(session: AgentSession, obs: Observation) -> tuple[Observat
         pose = np.asarray(pose, dtype=np.float64).reshape(-1)
         if pose.shape != (7,) or not np.all(np.isfinite(pose)):
             raise ValueError(f"session {session.name!r}: pose must be 7 finite floats (position + quat xyzw)")
-    return Observation(rgb, depth, pose), notes
+    return Observation(rgb, depth, pose, obs.executed), notes

@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--intervene-after", type=int, help="expert takes over after N divergent steps")
     parser.add_argument("--chunk-mixing", action=argparse.BooleanOptionalAction, default=True,
                         help="beta picks the driver per label chunk (--no-chunk-mixing: per step, before issue 8's fix)")
+    parser.add_argument("--accept-stop-m", type=float, default=0.0,
+                        help="a policy STOP this close to the goal (geodesic m) ends the episode (0: the expert's action instead)")
+    parser.add_argument("--executed-in-context", action=argparse.BooleanOptionalAction, default=False,
+                        help="tell the policy which chunk was really executed (its context then shows it)")
     parser.add_argument("--max-policy-lag", type=int, default=2)
     parser.add_argument("--max-episodes", type=int, help="stop after sending N episodes")
     parser.add_argument("--wait-weights", type=float, default=0.0,
@@ -61,6 +65,7 @@ def loop_config(args: argparse.Namespace, token: str):
         episodes_address=args.learner, weights_address=args.weights, actor_id=args.actor_id, token=token,
         num_envs=args.envs, sensors=SensorConfig(args.width, args.height, args.hfov), max_steps=args.max_steps,
         dagger_p=args.dagger_p, intervene_after=args.intervene_after, chunk_mixing=args.chunk_mixing,
+        accept_stop_m=args.accept_stop_m, executed_in_context=args.executed_in_context,
         max_policy_lag=args.max_policy_lag, max_episodes=args.max_episodes, wait_weights_s=args.wait_weights,
         seed=args.seed, curve_keys=args.curve_keys, curve_client=args.curve_client)
 

@@ -39,6 +39,10 @@ def add_online_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dagger-p", type=float, default=0.75, help="beta = p ** (weights version + 1)")
     group.add_argument("--chunk-mixing", action=argparse.BooleanOptionalAction, default=True,
                        help="beta picks the driver per label chunk (--no-chunk-mixing: per step, before issue 8's fix)")
+    group.add_argument("--accept-stop-m", type=float, default=0.0,
+                       help="a policy STOP this close to the goal (geodesic m) ends a DAgger episode (0: never)")
+    group.add_argument("--executed-in-context", action=argparse.BooleanOptionalAction, default=False,
+                       help="tell the DAgger policy which chunk was really executed (its context then shows it)")
     group.add_argument("--min-episodes", type=int, default=1, help="start training when the store holds N")
     group.add_argument("--publish-every", type=int, default=50)
     group.add_argument("--max-policy-lag", type=int, default=2)
@@ -56,7 +60,8 @@ def online_actor_config(args: argparse.Namespace, seed: int, has_model: bool):
     return ActorProcessConfig(data=args.data, split=args.split, envs=args.envs_per_actor,
                               sensors=SensorConfig(args.size, args.size), max_steps=args.actor_max_steps,
                               dagger_p=args.dagger_p,
-                              chunk_mixing=args.chunk_mixing, max_policy_lag=args.max_policy_lag, seed=seed,
+                              chunk_mixing=args.chunk_mixing, accept_stop_m=args.accept_stop_m,
+                              executed_in_context=args.executed_in_context, max_policy_lag=args.max_policy_lag, seed=seed,
                               curve_keys=args.curve_keys, wait_weights_s=120.0 if has_model else 0.0)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from envs.sensors import SensorConfig
+from streamvln.cli_defaults import SUCCESS_DISTANCE_M
 
 
 @dataclass
@@ -48,6 +49,16 @@ class OnlineStage:
     # beta picks who drives a whole label chunk (rollout.actors.DaggerConfig.chunk_mixing); false: the
     # per-step draw of the runs before session 3 (the "+DAgger (before the fix)" row: variant dagger_v1)
     chunk_mixing: bool = True
+    # A policy STOP within this geodesic distance of the goal ends a DAgger episode as a success instead of
+    # being replaced by the expert's "go on" (rollout.actors.DaggerConfig.accept_stop_m; 0: always replaced).
+    accept_stop_m: float = 0.0
+    # How often the online learner draws a DAgger episode's windows relative to an expert episode's
+    # (rollout.view.ViewConfig.source_weights; 1: as often). Issue 8: DAgger labels are ~60% turns
+    # (expert data ~40%), and every DAgger row so far scored under the expert-only control.
+    dagger_weight: float = 1.0
+    # The DAgger policy's context shows the chunk really executed, not its own answer
+    # (rollout.actors.DaggerConfig.executed_in_context).
+    executed_in_context: bool = False
     max_policy_lag: int = 2
     actor_max_steps: int = 300  # step limit of an actor episode (a truncated one is discarded)
     min_new_episodes: int = 2  # DAgger episodes the learner waits for before its first online step
@@ -67,6 +78,14 @@ class OnlineStage:
             raise ValueError(f"online.dagger_p must be in [0, 1], got {self.dagger_p}")
         if not isinstance(self.chunk_mixing, bool):
             raise ValueError(f"online.chunk_mixing must be true or false, got {self.chunk_mixing!r}")
+        if not isinstance(self.executed_in_context, bool):
+            raise ValueError(f"online.executed_in_context must be true or false, got {self.executed_in_context!r}")
+        if isinstance(self.dagger_weight, bool) or not isinstance(self.dagger_weight, int | float) or not (
+                0 < self.dagger_weight < float("inf")):
+            raise ValueError(f"online.dagger_weight must be a finite number > 0, got {self.dagger_weight!r}")
+        if isinstance(self.accept_stop_m, bool) or not isinstance(self.accept_stop_m, int | float) or not 0 <= self.accept_stop_m <= SUCCESS_DISTANCE_M:
+            raise ValueError(f"online.accept_stop_m must be a distance in [0, {SUCCESS_DISTANCE_M}] m (the success "
+                             f"distance), got {self.accept_stop_m!r}")
 
 
 @dataclass

@@ -146,10 +146,7 @@ class Pipeline:
 
         online = self.config.online
         out = self.dir / "online"
-        config = self.train_config(out, online.steps, model_path=str(self.dir / "offline" / "model"))
-        if online.lr is not None:  # one peak for every group (the offline ratios are a from-scratch choice)
-            config.optim.lr = config.optim.vision_tower_lr = online.lr
-            config.optim.projector_lr = None
+        config = self.online_train_config()
         token = secrets.token_hex(16)
         learner = OnlineLearner(config, OnlineConfig(
             store=str(self.store_dir), episodes_address="tcp://127.0.0.1:0", weights_address="tcp://127.0.0.1:0",
@@ -176,6 +173,18 @@ class Pipeline:
         return {"steps": result.steps, "versions": result.versions, "episodes": result.episodes_ingested,
                 "rejected": result.rejected, "model": str(result.final_weights), "data_wait": result.data_wait}
 
+    def online_train_config(self):
+        """The online learner's TrainConfig: from the offline model, the online lr, DAgger episodes weighted."""
+        online = self.config.online
+        nav_view = {} if online.dagger_weight == 1.0 else {
+            "weighting": "weighted", "source_weights": {"dagger": online.dagger_weight}}
+        config = self.train_config(self.dir / "online", online.steps, model_path=str(self.dir / "offline" / "model"),
+                                   nav_view=nav_view)
+        if online.lr is not None:  # one peak for every group (the offline ratios are a from-scratch choice)
+            config.optim.lr = config.optim.vision_tower_lr = online.lr
+            config.optim.projector_lr = None
+        return config
+
     def actor_process_config(self):
         """The online stage's actors (rollout.actor_processes.ActorProcessConfig) from the run config."""
         from rollout.actor_processes import ActorProcessConfig
@@ -184,7 +193,8 @@ class Pipeline:
         return ActorProcessConfig(
             data=str(self.data_dir), split="train", envs=online.envs_per_actor, sensors=sensors,
             max_steps=online.actor_max_steps, dagger_p=online.dagger_p, intervene_after=online.intervene_after,
-            chunk_mixing=online.chunk_mixing,
+            chunk_mixing=online.chunk_mixing, accept_stop_m=online.accept_stop_m,
+            executed_in_context=online.executed_in_context,
             max_policy_lag=online.max_policy_lag, wait_weights_s=600.0, seed=self.config.seed)
 
     def _spawn_actor(self, index: int, addresses: dict, token: str, out: Path) -> subprocess.Popen:
@@ -253,7 +263,9 @@ class Pipeline:
         return {"report": str(path)}
 
     # ------------------------------------------------------------------ helpers
-    def train_config(self, out_dir: Path, steps: int, model_path: str = ""):
+    def train_config(self, out_dir: Path, steps: int, model_path: str = "", nav_view: dict | None = None):
+        """The learner's TrainConfig: the run's `train` values over the episode store (+ scene QA);
+        `nav_view`: options of the store's rollout.view.ViewConfig (sampling weights)."""
         from training.config import config_from_dict
 
         values = copy.deepcopy(self.config.train)
@@ -261,7 +273,8 @@ class Pipeline:
         if model_path:  # the saved model carries its config (preset overrides included)
             values.pop("model_overrides", None)
         data = values.setdefault("data", {})
-        data["sources"] = [{"kind": "store", "path": str(self.store_dir), "weight": 1.0, "name": "nav"},
+        data["sources"] = [{"kind": "store", "path": str(self.store_dir), "weight": 1.0, "name": "nav",
+                            "options": dict(nav_view or {})},
                            *data.get("sources", [])]
         if self.config.qa.enabled:
             data["sources"].append({"kind": "scene_qa", "path": str(self.qa_file), "weight": self.config.qa.weight,

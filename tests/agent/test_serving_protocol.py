@@ -39,12 +39,15 @@ def _packed(**overrides):
 def test_raw_frame_depth_and_pose_round_trip_exactly():
     rgb, depth = _rgb(), np.random.default_rng(1).random((24, 32, 1), dtype=np.float32)
     pose = [1.0, 0.0, -2.5, 0.0, 0.38268343, 0.0, 0.92387953]
-    payload = encode_request("act", "ep1", 3, frame=encode_frame(rgb, jpeg=False), depth=encode_depth(depth), pose=pose)
+    payload = encode_request("act", "ep1", 3, frame=encode_frame(rgb, jpeg=False), depth=encode_depth(depth), pose=pose,
+                             executed=[1, 2, 2, 0])
     request = decode_request(payload)
     assert (request.type, request.session, request.request_id) == ("act", "ep1", 3)
     np.testing.assert_array_equal(request.rgb, rgb)
     np.testing.assert_array_equal(request.depth, depth)
     np.testing.assert_allclose(request.pose, pose)
+    assert request.executed == [1, 2, 2, 0]
+    assert decode_request(encode_request("act", "ep1", 4, frame=encode_frame(rgb, jpeg=False))).executed is None
 
 
 def test_jpeg_frame_decodes_to_declared_shape_close_to_the_original():
@@ -97,6 +100,11 @@ MALFORMED = {
     "depth short": (_packed(depth={**encode_depth(np.zeros((24, 32, 1))), "data": b"\0" * 10}), ErrorCode.WRONG_SIZE),
     "pose of 6": (_packed(pose=[0.0] * 6), ErrorCode.WRONG_SHAPE),
     "pose with nan": (_packed(pose=[0.0] * 6 + [float("nan")]), ErrorCode.BAD_MESSAGE),
+    "executed empty": (_packed(executed=[]), ErrorCode.BAD_MESSAGE),
+    "executed action 4": (_packed(executed=[1, 4]), ErrorCode.BAD_MESSAGE),
+    "executed as text": (_packed(executed="FFLR"), ErrorCode.BAD_MESSAGE),
+    "executed with a bool": (_packed(executed=[1, True]), ErrorCode.BAD_MESSAGE),
+    "executed too long": (_packed(executed=[1] * 65), ErrorCode.BAD_MESSAGE),
 }
 
 

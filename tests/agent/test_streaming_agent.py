@@ -199,3 +199,35 @@ def test_prefetched_window_gives_the_same_logits_and_leaves_only_the_turn():
         ahead.prefetch(b)
     assert prepared_calls >= 2
     assert a.stats.windows == b.stats.windows and a.stats.memory_tokens == b.stats.memory_tokens
+
+
+@pytest.mark.parametrize("decode_graph", [False, True])
+def test_executed_actions_replace_the_previous_answer_in_context(decode_graph):
+    """DAgger: an expert step replaced part of the answer; the next call's context holds the executed
+    chunk (cache and window alike), so streaming logits still equal a recompute of that context."""
+    agent = make_agent(decode_graph=decode_graph)
+    session = agent.open(INSTRUCTION)
+    rng = np.random.default_rng(3)
+    first = agent.act(session, random_frame(rng))
+    executed = [2 if a != 2 else 3 for a in first.actions]  # every action replaced by a turn
+    second = agent.act(session, random_frame(rng), executed=executed)
+    assert not second.window_start
+    answers = [seg.ids for seg in session.window if seg.visual is None]
+    assert answers[0] == agent.prompt.answer_ids(executed) != agent.prompt.answer_ids(first.actions)
+    diff = max_abs_logit_diff(agent, session, second)
+    assert diff["steps_compared"] >= 1 and diff["allowed"] < 1e-4 and diff["full_vocab_first_step"] < 1e-4
+    third = agent.act(session, random_frame(rng), executed=list(second.actions))  # as answered: nothing changes
+    assert max_abs_logit_diff(agent, session, third)["allowed"] < 1e-4
+
+
+def test_bad_executed_actions_are_clear_errors():
+    agent = make_agent()
+    session = agent.open(INSTRUCTION)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="executed actions given before its first call"):
+        agent.act(session, random_frame(rng), executed=[1])
+    out = agent.act(session, random_frame(rng))
+    with pytest.raises(ValueError, match=f"{len(out.actions) + 1} executed actions for a previous answer of {len(out.actions)}"):
+        agent.act(session, random_frame(rng), executed=[1] * (len(out.actions) + 1))
+    with pytest.raises(ValueError, match="action 7 is outside the action space"):
+        agent.act(session, random_frame(rng), executed=[7] * len(out.actions))

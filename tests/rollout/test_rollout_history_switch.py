@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 from rollout_fixtures import make_trajectory, step_of
@@ -62,3 +63,23 @@ def test_run_config_train_all_turns_reaches_the_store_view(tmp_path, variant, se
     assert [ref.segment for ref in nav.view.refs if ref.start == 0] == segments
     last = nav.load([ref for ref in nav.view.refs if ref.start == 0][-1])
     assert [turn.trained for turn in last.dialogue.turns] == ([False] * 3 + [True] if variant is None else [True] * 3)
+
+
+@pytest.mark.parametrize(("variant", "dagger_weight"), [(None, 1.0), ("dagger_w025", 0.25)])
+def test_online_dagger_weight_reaches_the_store_view(tmp_path, variant, dagger_weight):
+    """online.dagger_weight: the online learner draws a DAgger episode's windows at that rate relative to an
+    expert episode's (the offline stage, expert data only, is untouched)."""
+    config = load_run_config(BENCHMARK, variant=variant)
+    config.out_root = str(tmp_path)
+    pipeline = Pipeline(config, Console(quiet=True))
+    store = EpisodeStore(pipeline.store_dir)
+    expert = store.add(make_trajectory(40, episode_id="exp", source="expert"))
+    store.add(make_trajectory(40, episode_id="dag", source="dagger", policy_version=1))  # no divergence
+    online = pipeline.online_train_config()
+    assert online.optim.lr == config.online.lr and online.model_path.endswith("offline/model")
+    view = build_sources(online.data)["nav"].view
+    draws = view.draw(np.random.default_rng(0), 40_000)
+    from_expert = sum(ref.episode == expert for ref in draws)
+    assert (len(draws) - from_expert) / from_expert == pytest.approx(dagger_weight, rel=0.05)
+    offline = build_sources(pipeline.train_config(tmp_path / "offline", steps=1).data)["nav"].view
+    assert offline.config.weighting == "uniform"

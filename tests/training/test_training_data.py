@@ -38,6 +38,18 @@ def test_stream_with_workers_counts_consumed_batches_not_prefetched_ones():
     assert first[0] != first[1]
 
 
+def test_stream_starts_and_resumes_leave_the_global_rng_alone():
+    """The loader draws its workers' base seed from its own generator: a resume (which restarts the
+    loader mid-epoch) would otherwise shift the torch RNG, and so dropout, against the uninterrupted run."""
+    stream = token_stream(batch_size=2, size=6)  # 3 batches per epoch
+    before = torch.get_rng_state()
+    for _ in range(4):  # the first start and an epoch boundary
+        next(stream)
+    stream.load_state_dict(stream.state_dict())
+    next(stream)  # restarted at (epoch 1, position 1)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_rank_slices_partition_the_global_batch():
     global_batches = list(SeededBatches(12, 4))
     slices = [list(RankSlice(SeededBatches(12, 4), rank, 2)) for rank in range(2)]
