@@ -87,7 +87,8 @@ def test_premature_stop_is_replaced_by_the_expert():
 def test_policy_stop_within_accept_radius_ends_the_episode_as_its_label():
     """A STOP the benchmark counts as success is kept (label STOP), not replaced by the expert's "go on"."""
     radius = 2.0
-    accepted = DaggerActor(tasks(1), FakeAgent(int(Action.STOP)), DaggerConfig(p=0.0, iteration=1, accept_stop_m=radius))
+    config = DaggerConfig(p=0.0, iteration=1, accept_stop_m=radius)
+    accepted = DaggerActor(tasks(1), FakeAgent(int(Action.STOP)), config)
     (trajectory,) = collect(accepted, plane_episodes(1))
     (expert,) = collect(DaggerActor(tasks(1), agent=None), plane_episodes(1))
     trajectory.validate()

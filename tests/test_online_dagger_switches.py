@@ -1,4 +1,5 @@
-"""Issue 8's DAgger switches `online.chunk_mixing` and `online.accept_stop_m` travel run config -> actor command line -> DaggerConfig.
+"""Issue 8's DAgger switches (`online.chunk_mixing`, `accept_stop_m`, `executed_in_context`) travel run config ->
+actor command line -> DaggerConfig.
 
 One way to start actors (rollout/actor_processes.py): the pipeline's online stage and `train --online`
 build an ActorProcessConfig, its `streamvln actor` argv, which the actor parses into an ActorLoopConfig
@@ -69,13 +70,15 @@ def test_dagger_variants_switch_their_keys_and_nothing_else(variant, data_key, c
     # Only the accept_stop row keeps a policy STOP short of the expert's 0.25 m.
     assert full.online.accept_stop_m == 0.0
     assert other.online.accept_stop_m == (2.0 if variant == "accept_stop" else 0.0)
-    assert full.online.dagger_weight == 1.0 and other.online.dagger_weight == (0.25 if variant == "dagger_w025" else 1.0)
+    assert full.online.dagger_weight == 1.0
+    assert other.online.dagger_weight == (0.25 if variant == "dagger_w025" else 1.0)
     assert other.online.chunk_mixing is chunk_mixing  # dagger_v1 is per-step mixing as well
     assert other.online.dagger_p == full.online.dagger_p and other.online.steps == full.online.steps
 
 
 @pytest.mark.parametrize(("flags", "expected", "accept_stop_m", "in_context"), [
-    ([], True, 0.0, False), (["--no-chunk-mixing", "--accept-stop-m", "1.5", "--executed-in-context"], False, 1.5, True)])
+    ([], True, 0.0, False),
+    (["--no-chunk-mixing", "--accept-stop-m", "1.5", "--executed-in-context"], False, 1.5, True)])
 def test_train_online_dagger_flags_reach_the_actors(flags, expected, accept_stop_m, in_context):
     args = build_parser().parse_args(["train", "--config", "c.yaml", "--online", "--store", "s", "--data", "d",
                                       *flags])

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-mixing", action=argparse.BooleanOptionalAction, default=True,
                         help="beta picks the driver per label chunk (--no-chunk-mixing: per step, before issue 8's fix)")
     parser.add_argument("--accept-stop-m", type=float, default=0.0,
-                        help="a policy STOP this close to the goal (geodesic m) ends the episode (0: the expert's action instead)")
+                        help="a policy STOP this close to the goal (geodesic m) ends the episode "
+                             "(0: the expert's action instead)")
     parser.add_argument("--executed-in-context", action=argparse.BooleanOptionalAction, default=False,
                         help="tell the policy which chunk was really executed (its context then shows it)")
     parser.add_argument("--max-policy-lag", type=int, default=2)

@@ -59,10 +59,10 @@ def online_actor_config(args: argparse.Namespace, seed: int, has_model: bool):
     # start); without one they collect with the expert until the first trained weights.
     return ActorProcessConfig(data=args.data, split=args.split, envs=args.envs_per_actor,
                               sensors=SensorConfig(args.size, args.size), max_steps=args.actor_max_steps,
-                              dagger_p=args.dagger_p,
-                              chunk_mixing=args.chunk_mixing, accept_stop_m=args.accept_stop_m,
-                              executed_in_context=args.executed_in_context, max_policy_lag=args.max_policy_lag, seed=seed,
-                              curve_keys=args.curve_keys, wait_weights_s=120.0 if has_model else 0.0)
+                              dagger_p=args.dagger_p, chunk_mixing=args.chunk_mixing,
+                              accept_stop_m=args.accept_stop_m, executed_in_context=args.executed_in_context,
+                              max_policy_lag=args.max_policy_lag, seed=seed, curve_keys=args.curve_keys,
+                              wait_weights_s=120.0 if has_model else 0.0)
 
 
 def run_online(args: argparse.Namespace) -> int:

@@ -83,7 +83,8 @@ class OnlineStage:
         if isinstance(self.dagger_weight, bool) or not isinstance(self.dagger_weight, int | float) or not (
                 0 < self.dagger_weight < float("inf")):
             raise ValueError(f"online.dagger_weight must be a finite number > 0, got {self.dagger_weight!r}")
-        if isinstance(self.accept_stop_m, bool) or not isinstance(self.accept_stop_m, int | float) or not 0 <= self.accept_stop_m <= SUCCESS_DISTANCE_M:
+        stop = self.accept_stop_m
+        if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 <= stop <= SUCCESS_DISTANCE_M:
             raise ValueError(f"online.accept_stop_m must be a distance in [0, {SUCCESS_DISTANCE_M}] m (the success "
                              f"distance), got {self.accept_stop_m!r}")
 

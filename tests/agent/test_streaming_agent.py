@@ -227,7 +227,8 @@ def test_bad_executed_actions_are_clear_errors():
     with pytest.raises(ValueError, match="executed actions given before its first call"):
         agent.act(session, random_frame(rng), executed=[1])
     out = agent.act(session, random_frame(rng))
-    with pytest.raises(ValueError, match=f"{len(out.actions) + 1} executed actions for a previous answer of {len(out.actions)}"):
+    answered = len(out.actions)
+    with pytest.raises(ValueError, match=f"{answered + 1} executed actions for a previous answer of {answered}"):
         agent.act(session, random_frame(rng), executed=[1] * (len(out.actions) + 1))
     with pytest.raises(ValueError, match="action 7 is outside the action space"):
         agent.act(session, random_frame(rng), executed=[7] * len(out.actions))
