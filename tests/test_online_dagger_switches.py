@@ -59,7 +59,7 @@ def test_run_config_dagger_switches_reach_every_actors_dagger_config(tmp_path, v
 
 @pytest.mark.parametrize(("variant", "data_key", "chunk_mixing"), [
     ("dagger_v1", "consistent_history", False), ("dagger_s4", "train_all_turns", True), ("accept_stop", None, True),
-    ("dagger_w025", None, True), ("dagger_ctx", None, True)])
+    ("dagger_w025", None, True), ("dagger_ctx", None, True), ("dagger_i2", None, True)])
 def test_dagger_variants_switch_their_keys_and_nothing_else(variant, data_key, chunk_mixing):
     full, other = load_run_config(BENCHMARK), load_run_config(BENCHMARK, variant=variant)
     assert other.name == f"benchmark_{variant}" and other.online.enabled and not other.eval.variants
@@ -72,6 +72,7 @@ def test_dagger_variants_switch_their_keys_and_nothing_else(variant, data_key, c
     assert other.online.accept_stop_m == (2.0 if variant == "accept_stop" else 0.0)
     assert full.online.dagger_weight == 1.0
     assert other.online.dagger_weight == (0.25 if variant == "dagger_w025" else 1.0)
+    assert full.online.intervene_after == 6 and other.online.intervene_after == (2 if variant == "dagger_i2" else 6)
     assert other.online.chunk_mixing is chunk_mixing  # dagger_v1 is per-step mixing as well
     assert other.online.dagger_p == full.online.dagger_p and other.online.steps == full.online.steps
 
