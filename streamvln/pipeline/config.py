@@ -76,17 +76,19 @@ class OnlineStage:
             raise ValueError(f"online.lr must be > 0, got {self.lr}")
         if not 0 <= self.dagger_p <= 1:
             raise ValueError(f"online.dagger_p must be in [0, 1], got {self.dagger_p}")
-        if not isinstance(self.chunk_mixing, bool):
-            raise ValueError(f"online.chunk_mixing must be true or false, got {self.chunk_mixing!r}")
-        if not isinstance(self.executed_in_context, bool):
-            raise ValueError(f"online.executed_in_context must be true or false, got {self.executed_in_context!r}")
-        if isinstance(self.dagger_weight, bool) or not isinstance(self.dagger_weight, int | float) or not (
-                0 < self.dagger_weight < float("inf")):
+        for name in ("chunk_mixing", "executed_in_context"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"online.{name} must be true or false, got {getattr(self, name)!r}")
+        if not (_is_number(self.dagger_weight) and 0 < self.dagger_weight < float("inf")):
             raise ValueError(f"online.dagger_weight must be a finite number > 0, got {self.dagger_weight!r}")
-        stop = self.accept_stop_m
-        if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 <= stop <= SUCCESS_DISTANCE_M:
+        if not (_is_number(self.accept_stop_m) and 0 <= self.accept_stop_m <= SUCCESS_DISTANCE_M):
             raise ValueError(f"online.accept_stop_m must be a distance in [0, {SUCCESS_DISTANCE_M}] m (the success "
                              f"distance), got {self.accept_stop_m!r}")
+
+
+def _is_number(value) -> bool:
+    """An int or float from YAML, not a bool (YAML's true is an int to isinstance)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
