@@ -29,9 +29,10 @@ from agent.streaming.graph import EncoderGraphs, GraphedDecoder, GraphStepper, s
 from agent.streaming.memory import FrameBank
 from agent.streaming.prompt import ProcessorView, Segment, embed_segments
 from agent.streaming.session import ActOutput, AgentSession, Observation, PreparedWindow, check_observation
-from agent.streaming.speculative import draft_actions, speculative_decode
+from agent.streaming.speculative import draft_actions, speculative_decode, tree_decode
+from agent.streaming.tree import DraftTree
 from agent.streaming.voxel import CameraModel
-from envs.actions import validate_action
+from envs.actions import Action, validate_action
 from rollout.dialogue import CONJUNCTIONS
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class StreamingAgent:
         self.tokens_per_frame = int(model.config.tokens_per_frame)
         self.rules = DecodeRules(self.prompt.allowed_ids, self.prompt.end_id, self.prompt.stop_id,
                                  self.config.num_future_steps, self.config.full_chunks)
+        self.tree = self._draft_tree()
         self.camera = CameraModel(self.config.hfov_deg, self.config.camera_height_m, self.config.max_depth_m)
         self.graphs: dict[int, GraphedDecoder] = {}  # decode graphs by batch size (decode_graph=True)
         self._graph_errors: list[str] = []
@@ -63,7 +65,7 @@ class StreamingAgent:
         if rows not in self.graphs:
             max_len = self.config.graph_max_len or -(-(self.window_need() + 512) // 256) * 256
             on_cuda = self.text_model.device.type == "cuda"
-            max_prefill = self.tokens_per_frame + 64  # a turn (+ answer tail), not a memory segment
+            max_prefill = self.turn_tokens()  # a turn (+ answer tail), not a memory segment
             sizes = (max_prefill, self.long_segment_tokens())
             try:
                 self.graphs[rows] = GraphedDecoder(self.text_model, max_len, rows, on_cuda, *sizes)
@@ -81,7 +83,7 @@ class StreamingAgent:
     def _stepper(self, sessions: list[AgentSession], new_tokens: list[int]):
         if self.config.decode_graph:
             max_len = self.graph_decoder(len(sessions)).max_len
-            turn_tokens = self.tokens_per_frame + 64
+            turn_tokens = self.turn_tokens()
             needed = scratch_need([s.cache.length for s in sessions], new_tokens, turn_tokens)
             if needed + self.config.num_future_steps <= max_len:
                 head = self.graph_decoder(1) if len(sessions) > 1 else None  # memory heads, one row each
@@ -110,11 +112,28 @@ class StreamingAgent:
         return int(self.config.max_context_tokens or self.text_model.config.max_position_embeddings)
 
     def long_segment_tokens(self) -> int:
-        """Longest segment one row prefills at a window start: the memory sentence + the first turn."""
+        """Longest segment one row prefills at a window start: the memory sentence + the first turn
+        (+ the previous answer's tail, the drafts and slack)."""
         p = self.tokens_per_frame
         memory = len(self.prompt.processor.nav_memory_ids()) - 1 + self.config.num_history * p
         turn = len(self.prompt.processor.nav_turn_ids(max(CONJUNCTIONS, key=len), first=True)) - 1 + p
-        return memory + turn + 64  # + the previous answer's tail and slack
+        return memory + turn + 64 + self._tree_nodes()
+
+    def turn_tokens(self) -> int:
+        """Most new tokens of a call that is not a window start: a turn, the previous answer's tail,
+        the drafts and slack."""
+        return self.tokens_per_frame + 64 + self._tree_nodes()
+
+    def _tree_nodes(self) -> int:
+        return 0 if self.tree is None else self.tree.size
+
+    def _draft_tree(self) -> DraftTree | None:
+        """decoding="tree": every chunk of the symbols that can continue one (STOP ends it)."""
+        depth = self.config.num_future_steps - 1  # the last symbol's pick needs no node after it
+        if self.config.decoding is not Decoding.TREE or depth < 1:
+            return None
+        symbols = [self.prompt.symbol_ids[int(a)] for a in Action if a is not Action.STOP]
+        return DraftTree.full(symbols, depth, self.config.tree_max_nodes)
 
     def window_need(self) -> int:
         """Tokens one window needs after the prefix: memory + every turn with its longest answer."""
@@ -186,14 +205,20 @@ class StreamingAgent:
         return outputs
 
     def _decode_group(self, sessions: list[AgentSession], segments: list[list[Segment]]):
-        """Prefill each session's new segments (speculative: + its drafted actions) in one forward,
-        then decode its chunk. Returns (Decoded per session, hidden at each generation prompt, the
-        time the prefill ended)."""
+        """Prefill each session's new segments (speculative: + its drafted actions; tree: + the draft
+        tree) in one forward, then decode its chunk. Returns (Decoded per session, hidden at each
+        generation prompt, the time the prefill ended)."""
+        if self.tree is not None:
+            segments = [[*segs, Segment(list(self.tree.tokens))] for segs in segments]
         drafts = self._drafts(sessions)
         if drafts is not None:
             segments = [[*segs, Segment(ids)] for segs, ids in zip(segments, drafts)]
         stepper = self._stepper(sessions, [sum(seg.length for seg in segs) for segs in segments])
         embeds = [embed_segments(self.text_model, segs) for segs in segments]
+        if self.tree is not None:
+            tail = stepper.prefill(embeds, tail=self.tree.size + 1, tree=self.tree)
+            prefilled = self.now_ms()
+            return tree_decode(stepper, tail, self.tree, self.rules), tail[:, 0], prefilled
         if drafts is None:
             first = stepper.prefill(embeds)
             prefilled = self.now_ms()

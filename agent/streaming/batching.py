@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from agent.streaming.cache import SessionCache, TextModel
+from agent.streaming.tree import DraftTree, tree_block
 
 
 class SingleStepper:
@@ -27,9 +28,16 @@ class SingleStepper:
         self.cache = cache
         self.text_model = cache.text_model
 
-    def prefill(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
-        """Last hidden state (1, hidden), or the last `tail` ones (1, tail, hidden)."""
-        hidden = self.cache.prefill(embeds[0])
+    def prefill(self, embeds: Sequence[torch.Tensor], tail: int | None = None,
+                tree: DraftTree | None = None) -> torch.Tensor:
+        """Last hidden state (1, hidden), or the last `tail` ones (1, tail, hidden). With `tree` the
+        row's last tree.size tokens are that draft tree's nodes (tree.py)."""
+        if tree is None:
+            hidden = self.cache.prefill(embeds[0])
+        else:
+            count = embeds[0].shape[0]
+            offsets, visible = tree_block(tree, [count], count)
+            hidden = self.cache.prefill(embeds[0], offsets[0], visible[0])
         return hidden[-1:].clone() if tail is None else hidden[-tail:].unsqueeze(0).clone()
 
     def advance(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
@@ -43,6 +51,11 @@ class SingleStepper:
     def rollback(self, drops: Sequence[int]) -> None:
         """Forget the last drops[0] tokens (rejected speculative drafts)."""
         self.cache.truncate_to(self.cache.length - drops[0])
+
+    def keep_tree(self, paths: Sequence[Sequence[int]], size: int) -> None:
+        """Of the last `size` tokens (a draft tree's nodes) keep those on paths[0], in order."""
+        start = self.cache.length - size
+        self.cache.keep_columns(start, [start + node for node in paths[0]])
 
     def finish(self) -> None:
         """Nothing to write back: the session's cache was used in place."""
@@ -80,24 +93,33 @@ class RaggedStepper:
         pad = tensor.new_zeros(*tensor.shape[:-2], missing, tensor.shape[-1])
         return torch.cat([pad, tensor], dim=-2)
 
-    def _forward(self, embeds: torch.Tensor, new_valid: torch.Tensor) -> torch.Tensor:
-        """Run (B, T, hidden) new embeddings; new_valid (B, T) marks real tokens."""
+    def _forward(self, embeds: torch.Tensor, new_valid: torch.Tensor,
+                 block: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run (B, T, hidden) new embeddings; new_valid (B, T) marks real tokens. `block` (a draft
+        tree's tree_block: position offsets (B, T), visibility among the new tokens (B, T, T))
+        replaces in-order positions and causal attention among the new tokens."""
         count = embeds.shape[1]
         past = self.valid.shape[1]
         self.valid = torch.cat([self.valid, new_valid], dim=1)
         cols = torch.arange(past + count, device=embeds.device)
         rows = torch.arange(count, device=embeds.device) + past
-        causal = cols.unsqueeze(0) <= rows.unsqueeze(1)  # (T, columns)
-        visible = causal.unsqueeze(0) & self.valid.unsqueeze(1)  # (B, T, columns)
+        causal = (cols.unsqueeze(0) <= rows.unsqueeze(1)).unsqueeze(0)  # (1, T, columns)
+        offsets = torch.arange(count, device=embeds.device).unsqueeze(0)
+        if block is not None:
+            offsets, among_new = (part.to(embeds.device) for part in block)
+            causal = causal.repeat(len(self.caches), 1, 1)
+            causal[:, :, past:] = among_new
+        visible = causal & self.valid.unsqueeze(1)  # (B, T, columns)
         visible |= (cols.unsqueeze(0) == rows.unsqueeze(1)).unsqueeze(0)  # padded rows see themselves
         mask = torch.zeros(visible.shape, dtype=embeds.dtype, device=embeds.device)
         mask.masked_fill_(~visible, torch.finfo(embeds.dtype).min)
-        positions = self.next_pos.unsqueeze(1) + torch.arange(count, device=embeds.device).unsqueeze(0)
+        positions = self.next_pos.unsqueeze(1) + offsets
         hidden = self.text_model.run(embeds, self.kv, positions, mask.unsqueeze(1))
         self.next_pos = self.next_pos + new_valid.sum(dim=1)
         return hidden
 
-    def prefill(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
+    def prefill(self, embeds: Sequence[torch.Tensor], tail: int | None = None,
+                tree: DraftTree | None = None) -> torch.Tensor:
         self._padded_cache()
         counts = [e.shape[0] for e in embeds]
         width = max(counts)
@@ -106,7 +128,8 @@ class RaggedStepper:
             batch[row, : e.shape[0]] = e
         new_valid = torch.arange(width, device=batch.device).unsqueeze(0) < torch.tensor(
             counts, device=batch.device).unsqueeze(1)
-        return last_hidden(self._forward(batch, new_valid), counts, tail)
+        block = None if tree is None else tree_block(tree, counts, width)
+        return last_hidden(self._forward(batch, new_valid, block), counts, tail)
 
     def advance(self, tokens: Sequence[int], active: Sequence[bool]) -> torch.Tensor:
         embeds = self.text_model.embed(tokens).unsqueeze(1)
@@ -130,6 +153,16 @@ class RaggedStepper:
                 columns = self.valid[row].nonzero().squeeze(1)[-drop:]
                 self.valid[row, columns] = False
         self.next_pos = self.next_pos - torch.tensor(list(drops), device=self.next_pos.device)
+
+    def keep_tree(self, paths: Sequence[Sequence[int]], size: int) -> None:
+        """Each row's last `size` real tokens are a draft tree's nodes: keep those on paths[row] (their
+        columns stay valid, in order) and forget the others, as rollback does."""
+        for row, path in enumerate(paths):
+            columns = self.valid[row].nonzero().squeeze(1)[-size:]
+            dropped = torch.ones(size, dtype=torch.bool, device=columns.device)
+            dropped[torch.tensor(list(path), dtype=torch.long)] = False
+            self.valid[row, columns[dropped]] = False
+        self.next_pos = self.next_pos - torch.tensor([size - len(p) for p in paths], device=self.next_pos.device)
 
     def finish(self) -> None:
         """Write each session's valid columns back into its own cache."""

@@ -93,12 +93,21 @@ class SessionCache:
     def positions(self, count: int) -> torch.Tensor:
         return torch.arange(self.length, self.length + count, device=self.text_model.device).unsqueeze(0)
 
-    def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Append (T, hidden) embeddings; returns their hidden states (T, hidden)."""
+    def prefill(self, embeds: torch.Tensor, offsets: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Append (T, hidden) embeddings; returns their hidden states (T, hidden). Optionally (a draft
+        tree, tree.py) token t sits at position length + offsets[t] and sees the context and the new
+        tokens k with visible[t, k] (default: positions in order, causal)."""
         count = embeds.shape[0]
         if count == 0:
             raise ValueError("SessionCache.prefill got an empty segment")
-        hidden = self.text_model.run(embeds.unsqueeze(0), self.kv, self.positions(count))
+        device = self.text_model.device
+        positions = self.positions(count) if offsets is None else (self.length + offsets.to(device)).unsqueeze(0)
+        mask = None
+        if visible is not None:
+            block = torch.where(visible.to(device), 0.0, torch.finfo(embeds.dtype).min).to(embeds.dtype)
+            mask = torch.cat([block.new_zeros(count, self.length), block], dim=1).view(1, 1, count, -1)
+        hidden = self.text_model.run(embeds.unsqueeze(0), self.kv, positions, mask)
         self.length += count
         return hidden[0]
 
@@ -117,6 +126,17 @@ class SessionCache:
                 layer.keys = layer.keys[..., :length, :]
                 layer.values = layer.values[..., :length, :]
         self.length = length
+
+    def keep_columns(self, start: int, columns: Sequence[int]) -> None:
+        """Keep the tokens at `columns` (increasing, >= start) at start, start + 1, ... and drop every
+        other token after `start` (a draft tree's path, tree.py). Their K/V keep their positions."""
+        index = torch.tensor(list(columns), dtype=torch.long, device=self.text_model.device)
+        for layer in self.kv.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                # The gather copies before the write, so an overlapping move is safe.
+                layer.keys[..., start:start + len(columns), :] = layer.keys.index_select(-2, index)
+                layer.values[..., start:start + len(columns), :] = layer.values.index_select(-2, index)
+        self.truncate_to(start + len(columns))
 
     def keep_prefix_then(self, embeds: torch.Tensor) -> torch.Tensor:
         """Window boundary: drop everything after the prefix, then prefill `embeds`."""

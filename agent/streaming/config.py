@@ -18,10 +18,15 @@ class Decoding(str, Enum):
         the turn in the same forward; the longest prefix of drafts that greedy decoding agrees with
         is kept (plus the first disagreeing action, which comes free), rejected drafts are rolled back
         and the rest is decoded greedily. A call whose drafts are right costs one weight pass.
+    TREE: every chunk the greedy walk could take is drafted at once as a tree of nodes (tree.py; 39
+        nodes for 4 actions), fed with the turn under a tree attention mask: every call is one weight
+        pass. ~40 more tokens per call: nearly free where a forward is bound by reading the weights
+        (a GPU), real compute on a CPU.
     """
 
     GREEDY = "greedy"
     SPECULATIVE = "speculative"
+    TREE = "tree"
 
 
 class DraftPolicy(str, Enum):
@@ -89,6 +94,9 @@ class StreamingConfig:
     # Decoding of the action chunk (same actions either way; speculative needs fewer weight passes).
     decoding: Decoding = Decoding.SPECULATIVE
     draft: DraftPolicy = DraftPolicy.REPEAT_LAST
+    # decoding="tree": the most nodes the draft tree may have (its deepest whole level that fits; a
+    # chunk longer than the tree continues speculatively). 39 = every 4-action chunk.
+    tree_max_nodes: int = 39
 
     def validate(self) -> StreamingConfig:
         self.scheme = CacheScheme(self.scheme)
@@ -110,6 +118,8 @@ class StreamingConfig:
             )
         if self.max_context_tokens is not None and self.max_context_tokens < 64:
             raise ValueError(f"StreamingConfig.max_context_tokens must be >= 64, got {self.max_context_tokens}")
+        if self.tree_max_nodes < 3:
+            raise ValueError(f"StreamingConfig.tree_max_nodes must be >= 3 (one level), got {self.tree_max_nodes}")
         if self.graph_max_len is not None and self.graph_max_len < 64:
             raise ValueError(f"StreamingConfig.graph_max_len must be >= 64, got {self.graph_max_len}")
         if self.frame_size is not None and (len(self.frame_size) != 2 or min(self.frame_size) < 1):

@@ -29,9 +29,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from agent.streaming.batching import last_hidden
+from agent.streaming.batching import SingleStepper, last_hidden
 from agent.streaming.cache import SessionCache, TextModel
 from agent.streaming.prefill_graph import ScratchPrefill, prefill_bucket
+from agent.streaming.tree import DraftTree, scratch_visibility, tree_block
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def capture_graph(body: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGrap
 class StaticKV:
     """The cache surface Qwen2 attention uses: update(k, v, layer_idx) -> the full static buffers."""
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], position: torch.Tensor,
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slots: torch.Tensor,
                  columns: int | None = None):
         self.keys, self.values = keys, values
         rows, heads, _, head_dim = keys[0].shape
-        count = position.shape[1]  # new tokens per row: position is (rows, count)
-        self.index = position.view(rows, 1, count, 1).expand(rows, heads, count, head_dim)  # follows position
+        count = slots.shape[1]  # new tokens per row: slots is (rows, count), the columns they are written to
+        self.index = slots.view(rows, 1, count, 1).expand(rows, heads, count, head_dim)  # follows slots
         # Attention reads only the first `columns` tokens (an eager prefill need not scan the whole scratch).
         self.columns = columns or keys[0].shape[-2]
         self.is_compileable = True
@@ -117,14 +118,15 @@ class GraphedDecoder:
         self.hidden = out.last_hidden_state[:, -1]
         return self.hidden
 
-    def prefill_one(self, cache: SessionCache, embeds: torch.Tensor, tail: int | None = None) -> torch.Tensor | None:
+    def prefill_one(self, cache: SessionCache, embeds: torch.Tensor, tail: int | None = None,
+                    tree: DraftTree | None = None) -> torch.Tensor | None:
         """One row: load `cache`, then run the (T, hidden) new embeddings on the scratch (a graph per
         bucketed T). Returns the last hidden state (1, hidden) (with `tail`: the last `tail` ones,
         (1, tail, hidden)), or None when T is too long for a graph."""
         if self.rows != 1 or self.prefill_graph([cache.length], [embeds.shape[0]]) is None:
             return None
         self.load([cache])
-        return self.prefill_rows([embeds], tail)
+        return self.prefill_rows([embeds], tail, tree)
 
     def prefill_graph(self, lengths: Sequence[int], counts: Sequence[int]) -> ScratchPrefill | None:
         """The prefill graph for rows of these cache lengths and new-token counts, captured now if new;
@@ -193,21 +195,24 @@ class GraphedDecoder:
         self.mask.copy_(torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min))
 
     @torch.no_grad()
-    def prefill_rows(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
+    def prefill_rows(self, embeds: Sequence[torch.Tensor], tail: int | None = None,
+                     tree: DraftTree | None = None) -> torch.Tensor:
         """Batched prefill after load(): the graph of the bucketed width when prefill_graph() made one
-        that fits, else eager. Each row's last hidden state (B, hidden), or last `tail` (B, tail, hidden)."""
+        that fits, else eager. Each row's last hidden state (B, hidden), or last `tail` (B, tail, hidden).
+        With `tree` each row's last tree.size tokens are a draft tree's nodes (tree.py)."""
         counts = [e.shape[0] for e in embeds]
         width = prefill_bucket(max(counts), self.max_prefill)
         graph = self.prefills.get(width) if len(counts) == self.rows and max(counts) <= max(
             self.max_prefill, self.max_long) and max(self.lengths) + width <= self.max_len else None
         if graph is None:
-            return self._eager_prefill_rows(embeds, tail)
-        hidden = graph.run(embeds, self.lengths, tail)
+            return self._eager_prefill_rows(embeds, tail, tree)
+        hidden = graph.run(embeds, self.lengths, tail, tree)
         self.lengths = [length + count for length, count in zip(self.lengths, counts)]
         self._open_columns()
         return hidden
 
-    def _eager_prefill_rows(self, embeds: Sequence[torch.Tensor], tail: int | None = None) -> torch.Tensor:
+    def _eager_prefill_rows(self, embeds: Sequence[torch.Tensor], tail: int | None = None,
+                            tree: DraftTree | None = None) -> torch.Tensor:
         """Eager batched prefill on the scratch after load(): row r's (T_r, hidden) new embeddings go
         right-padded at positions lengths[r] onward, each token seeing its row's context and the new
         tokens up to itself. Padding tokens write columns past the row's end that stay masked (the next
@@ -222,10 +227,17 @@ class GraphedDecoder:
             raise ValueError(f"batched prefill needs {span} scratch tokens, the scratch holds {self.max_len}")
         batch = torch.nn.utils.rnn.pad_sequence(list(embeds), batch_first=True)
         starts = torch.tensor(self.lengths, dtype=torch.long).to(device, non_blocking=True)
-        position = starts.unsqueeze(1) + torch.arange(width, device=device).unsqueeze(0)  # (B, W)
-        visible = torch.arange(span, device=device).view(1, 1, span) <= position.unsqueeze(2)  # (B, W, span)
+        slots = starts.unsqueeze(1) + torch.arange(width, device=device).unsqueeze(0)  # (B, W)
+        columns = torch.arange(span, device=device)
+        if tree is None:
+            position = slots
+            visible = columns.view(1, 1, span) <= position.unsqueeze(2)  # (B, W, span)
+        else:
+            offsets, block = (part.to(device) for part in tree_block(tree, counts, width))
+            position = starts.unsqueeze(1) + offsets
+            visible = scratch_visibility(columns, starts, block)
         mask = torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min).to(self.mask.dtype).unsqueeze(1)
-        kv = StaticKV(self.keys, self.values, position, columns=span)
+        kv = StaticKV(self.keys, self.values, slots, columns=span)
         extra = {"cache_position": position[0]} if self._extra else {}
         out = text_model.decoder(
             inputs_embeds=batch, attention_mask={"full_attention": mask}, position_ids=position,
@@ -258,6 +270,25 @@ class GraphedDecoder:
         self.lengths = [length - drop for length, drop in zip(self.lengths, drops)]
         self._open_columns()
 
+    def keep_tree(self, paths: Sequence[Sequence[int]], size: int) -> None:
+        """Each row's last `size` tokens are a draft tree's nodes: move those on paths[row] to the
+        columns right after the turn (their K/V already carry the right positions), forget the rest."""
+        rows, sources, targets = [], [], []
+        for row, path in enumerate(paths):
+            first = self.lengths[row] - size
+            for offset, node in enumerate(path):
+                if node != offset:
+                    rows.append(row)
+                    sources.append(first + node)
+                    targets.append(first + offset)
+            self.lengths[row] = first + len(path)
+        if rows:  # one gather + one scatter per K/V for all rows and layers
+            device = self.keys_all.device
+            row_index, source, target = (torch.tensor(x, device=device) for x in (rows, sources, targets))
+            for buffer in (self.keys_all, self.values_all):
+                buffer[:, row_index, :, target] = buffer[:, row_index, :, source]
+        self._open_columns()
+
     def store(self, caches: Sequence[SessionCache]) -> None:
         """Each session whose row changed since load() becomes a view of its whole row (context + new
         columns), no copy: the row stays its own until another session is loaded there (evict()).
@@ -280,17 +311,17 @@ class GraphStepper:
         self.turn_tokens = turn_tokens  # segments up to this long are batched whole
         self.head_decoder = head_decoder  # one row: long segment heads as a graph (else eagerly)
 
-    def prefill(self, embeds, tail: int | None = None) -> torch.Tensor:
+    def prefill(self, embeds, tail: int | None = None, tree: DraftTree | None = None) -> torch.Tensor:
         """Each row's last hidden state (B, hidden), or its last `tail` ones (B, tail, hidden). With a
-        tail (speculative decoding) the smallest prefill graph is captured first for extend()."""
+        tail (speculative decoding) the smallest prefill graph is captured first for extend(). With
+        `tree` each row's last tree.size tokens are a draft tree's nodes (tree.py)."""
         if tail is not None:  # a capture writes scratch columns: now, before any row is loaded
             self.decoder.prefill_graph([c.length for c in self.caches], [1] * len(self.caches))
         if len(self.caches) == 1:
-            hidden = self.decoder.prefill_one(self.caches[0], embeds[0], tail)
+            hidden = self.decoder.prefill_one(self.caches[0], embeds[0], tail, tree)
             if hidden is not None:  # the new tokens are in the scratch; finish() stores them
                 return hidden
-            hidden = self.caches[0].prefill(embeds[0])
-            hidden = hidden[-1:].clone() if tail is None else hidden[-tail:].unsqueeze(0).clone()
+            hidden = SingleStepper(self.caches[0]).prefill(embeds, tail, tree)
             self.decoder.load(self.caches)
             return hidden
         # Several rows: one batched prefill on the scratch (no padded copies of the caches). A row with
@@ -300,7 +331,7 @@ class GraphStepper:
         embeds = prefill_long_heads(self.caches, embeds, width, self._prefill_head)
         self.decoder.prefill_graph([c.length for c in self.caches], [e.shape[0] for e in embeds])
         self.decoder.load(self.caches)
-        return self.decoder.prefill_rows(embeds, tail)
+        return self.decoder.prefill_rows(embeds, tail, tree)
 
     def _prefill_head(self, cache: SessionCache, embeds: torch.Tensor) -> None:
         head = self.head_decoder
@@ -324,6 +355,9 @@ class GraphStepper:
 
     def rollback(self, drops: Sequence[int]) -> None:
         self.decoder.rollback(drops)
+
+    def keep_tree(self, paths: Sequence[Sequence[int]], size: int) -> None:
+        self.decoder.keep_tree(paths, size)
 
     def finish(self) -> None:
         self.decoder.store(self.caches)

@@ -21,6 +21,7 @@ import torch
 
 from agent.streaming.attention import NAME as GQA_ATTENTION
 from agent.streaming.batching import last_hidden
+from agent.streaming.tree import DraftTree, scratch_visibility, tree_block
 
 if TYPE_CHECKING:
     from agent.streaming.graph import GraphedDecoder
@@ -55,10 +56,11 @@ class ScratchPrefill:
         self.decoder, self.width, self.rows = decoder, width, rows
         self.fold = mask_fold(text_model)
         self.embeds = torch.zeros((rows, width, text_model.config.hidden_size), dtype=dtype, device=device)
-        self.position = torch.zeros((rows, width), dtype=torch.long, device=device)
+        self.position = torch.zeros((rows, width), dtype=torch.long, device=device)  # RoPE positions
+        self.slots = torch.zeros((rows, width), dtype=torch.long, device=device)  # scratch columns written
         self.mask = torch.full((rows, 1, self.fold * width, decoder.max_len), torch.finfo(dtype).min,
                                dtype=dtype, device=device)
-        self.kv = StaticKV(decoder.keys, decoder.values, self.position)
+        self.kv = StaticKV(decoder.keys, decoder.values, self.slots)
         self.extra = {"cache_position": self.position[0]} if decoder._extra else {}
         self.columns = torch.arange(decoder.max_len, device=device)
         self.offsets = torch.arange(width, device=device)
@@ -79,10 +81,12 @@ class ScratchPrefill:
         return self.hidden
 
     @torch.no_grad()
-    def run(self, embeds: Sequence[torch.Tensor], lengths: Sequence[int], tail: int | None = None) -> torch.Tensor:
+    def run(self, embeds: Sequence[torch.Tensor], lengths: Sequence[int], tail: int | None = None,
+            tree: DraftTree | None = None) -> torch.Tensor:
         """Row r's (T_r, hidden) embeddings at positions lengths[r] onward, each token seeing its row's
-        context and the new tokens up to itself. Returns each row's last real hidden state (rows, hidden),
-        or its last `tail` ones (rows, tail, hidden)."""
+        context and the new tokens up to itself (with `tree`: the row's last tree.size tokens are a draft
+        tree's nodes, tree.py). Returns each row's last real hidden state (rows, hidden), or its last
+        `tail` ones (rows, tail, hidden)."""
         counts = [e.shape[0] for e in embeds]
         if len(embeds) != self.rows or max(counts) > self.width:
             raise ValueError(f"prefill graph of {self.rows} rows x {self.width} tokens got counts {counts}")
@@ -91,8 +95,14 @@ class ScratchPrefill:
         self.embeds[:, : batch.shape[1]].copy_(batch)
         self.embeds[:, batch.shape[1]:].zero_()
         starts = torch.tensor(list(lengths), dtype=torch.long).to(device, non_blocking=True)
-        self.position.copy_(starts.unsqueeze(1) + self.offsets.unsqueeze(0))
-        visible = self.columns.view(1, 1, -1) <= self.position.unsqueeze(2)  # (rows, width, max_len)
+        self.slots.copy_(starts.unsqueeze(1) + self.offsets.unsqueeze(0))
+        if tree is None:
+            self.position.copy_(self.slots)
+            visible = self.columns.view(1, 1, -1) <= self.position.unsqueeze(2)  # (rows, width, max_len)
+        else:
+            offsets, block = (part.to(device, non_blocking=True) for part in tree_block(tree, counts, self.width))
+            self.position.copy_(starts.unsqueeze(1) + offsets)
+            visible = scratch_visibility(self.columns, starts, block)
         base = torch.where(visible, 0.0, torch.finfo(self.mask.dtype).min).to(self.mask.dtype)
         # Folded GQA: query row g*width + t of a KV head is query head g's token t (attention.py).
         self.mask.view(self.rows, self.fold, self.width, -1).copy_(base.unsqueeze(1).expand(-1, self.fold, -1, -1))

@@ -48,16 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=("all", "batched"), default="all",
                         help="batched: only the batched-sessions throughput (no schemes, no logit check)")
     parser.add_argument("--decoding", default="speculative",
-                        help="comma-separated greedy, speculative: each is measured over every scheme (the "
+                        help="comma-separated greedy, speculative, tree: each is measured over every scheme (the "
                              "recompute baseline decodes the same way); the first one's numbers are also top-level")
     parser.add_argument("--draft", choices=("repeat_last", "previous"), default="repeat_last",
                         help="speculative drafts: the last action repeated, or the previous call's actions")
     parser.add_argument("--checkpoint", default=None,
                         help="a save_pretrained folder to measure instead of --preset's random weights")
     parser.add_argument("--nav-episodes", type=int, default=0,
-                        help="with --checkpoint: also run this many simulated val_unseen episodes greedy and "
-                             "speculative (natural decoding, no full chunks): acceptance, passes per call, "
-                             "whether the actions are identical")
+                        help="with --checkpoint: also run this many simulated val_unseen episodes greedy, "
+                             "speculative and tree (natural decoding, no full chunks): acceptance, passes per "
+                             "call, seconds, whether the actions are identical")
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -1,16 +1,18 @@
-"""Speculative decoding on real navigation: a trained checkpoint in the embedded simulator.
+"""Speculative and tree decoding on real navigation: a trained checkpoint in the embedded simulator.
 
 Random weights say little about how often drafts are right; a trained policy walking through houses
-does. `navigation_acceptance` runs the same generated val_unseen episodes with greedy decoding and
-with speculative decoding under each draft policy (natural decoding: the model may STOP or end a
-chunk early), and reports per decoding the acceptance rate, weight passes per call and whether every
-episode's actions are identical to greedy's. Used by `streamvln bench agent --checkpoint PATH
+does. `navigation_acceptance` runs the same generated val_unseen episodes with greedy decoding, with
+speculative decoding under each draft policy and with tree decoding (natural decoding: the model may
+STOP or end a chunk early), and reports per decoding the acceptance rate, weight passes per call, the
+wall time of the episodes (this machine, one after the other) and whether every episode's actions are
+identical to greedy's. Used by `streamvln bench agent --checkpoint PATH
 --nav-episodes N`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 # The checkpoint's evaluation settings (checkpoints/benchmark_tiny_bc/README.md).
@@ -19,7 +21,7 @@ MIN_GEODESIC_M, MAX_GEODESIC_M = 3.5, 6.0
 
 
 def navigation_acceptance(checkpoint: str, episodes: int, seed: int = 0, draft: str | None = None) -> dict:
-    """Greedy vs speculative (each draft policy, or only `draft`) over `episodes` simulated episodes."""
+    """Greedy vs speculative (each draft policy, or only `draft`) vs tree over `episodes` simulated episodes."""
 
     from agent.streaming import Decoding, DraftPolicy, StreamingAgent, StreamingConfig
     from agent.streaming.engine import WINDOW_FILE, load_checkpoint
@@ -38,10 +40,12 @@ def navigation_acceptance(checkpoint: str, episodes: int, seed: int = 0, draft: 
     drafts = [DraftPolicy(draft)] if draft else list(DraftPolicy)
     variants = [("greedy", Decoding.GREEDY, DraftPolicy.REPEAT_LAST)]
     variants += [(f"speculative_{policy.value}", Decoding.SPECULATIVE, policy) for policy in drafts]
+    variants += [("tree", Decoding.TREE, DraftPolicy.REPEAT_LAST)]
     report, reference = {"episodes": len(split), "checkpoint": str(checkpoint)}, None
     for name, decoding, policy in variants:
         agent = StreamingAgent(model, processor, StreamingConfig(**window, decoding=decoding, draft=policy))
         actions, calls, passes, drafted, accepted = [], 0, 0, 0, 0
+        start = time.perf_counter()
         for episode in split:
             _, episode_policy = run_episode(agent, task, episode)
             actions.append([a for out in episode_policy.calls for a in out.actions])
@@ -53,6 +57,7 @@ def navigation_acceptance(checkpoint: str, episodes: int, seed: int = 0, draft: 
             "calls": calls, "passes_per_call": passes / max(calls, 1),
             "acceptance_rate": accepted / drafted if drafted else None,
             "actions_per_call": sum(len(a) for a in actions) / max(calls, 1),
+            "seconds": round(time.perf_counter() - start, 2),
             "episodes_identical_to_greedy": sum(a == b for a, b in zip(actions, reference)),
         }
     return report

@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # imported when an engine is built: the CLI adds these argume
 RANDOM_WEIGHTS_NOTICE = ("random weights (preset {preset}, no --checkpoint): the agent's actions are "
                          "meaningless; pass --checkpoint DIR to serve a trained model")
 SCRIPTED_NOTICE = "scripted engine: no model, a fixed action pattern (server plumbing only)"
+# agent.streaming.config.Decoding's values (kept here so parsing the CLI imports no torch; a test checks them)
+DECODINGS = ("speculative", "tree", "greedy")
 
 
 @dataclass
@@ -23,12 +25,15 @@ class EngineChoice:
     scripted: bool = False
     device: str = "cpu"
     dtype: str = "fp32"
+    decoding: str = DECODINGS[0]
 
     def validate(self) -> None:
         if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
             raise FileNotFoundError(f"checkpoint directory {self.checkpoint} not found")
         if self.dtype not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"--decoding must be one of {DECODINGS}, got {self.decoding!r}")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +44,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", default="tiny", help="model preset with random weights when no --checkpoint (default tiny)")
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     group.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    group.add_argument("--decoding", default=DECODINGS[0], choices=DECODINGS,
+                       help="how a call's action chunk is decoded, same actions either way: speculative "
+                            "(default), tree (every chunk verified at once: one weight pass per call), greedy")
 
 
 def engine_choice(args: argparse.Namespace) -> EngineChoice:
     choice = EngineChoice(checkpoint=args.checkpoint, preset=args.preset, scripted=args.scripted,
-                          device=args.device, dtype=args.dtype)
+                          device=args.device, dtype=args.dtype, decoding=args.decoding)
     choice.validate()
     return choice
 
@@ -55,11 +63,15 @@ def build_engine(choice: EngineChoice) -> tuple[SessionEngine, str]:
     if choice.scripted:
         return ScriptedEngine(), SCRIPTED_NOTICE
     try:
-        from agent.streaming.engine import StreamingEngine
+        from agent.streaming.engine import StreamingEngine, default_config
     except ImportError as error:
         raise ValueError(f"the streaming agent engine is not available ({error}); use --scripted to run "
                          "the server without a model") from None
+    config = default_config(choice.device, choice.checkpoint)
+    config.decoding = choice.decoding
     if choice.checkpoint is not None:
-        return StreamingEngine.from_checkpoint(choice.checkpoint, device=choice.device, dtype=choice.dtype), ""
-    engine = StreamingEngine.from_preset(choice.preset, device=choice.device, dtype=choice.dtype)
+        engine = StreamingEngine.from_checkpoint(choice.checkpoint, device=choice.device, dtype=choice.dtype,
+                                                 config=config)
+        return engine, ""
+    engine = StreamingEngine.from_preset(choice.preset, device=choice.device, dtype=choice.dtype, config=config)
     return engine, RANDOM_WEIGHTS_NOTICE.format(preset=choice.preset)

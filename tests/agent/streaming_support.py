@@ -70,3 +70,28 @@ def assert_batched_matches_single(batched_out, single_out, batch, singles) -> No
                                        atol=1e-4, rtol=0)
     for a, b in zip(batch, singles):
         assert a.cache.length == b.cache.length
+
+
+def staggered_batch_vs_single(batched, single, calls: int = 5) -> list[list]:
+    """Three sessions advanced by `batched.act_batch`, session i joining at call i (ragged caches), and
+    the same sessions alone on `single`; checks every batched call against a full recompute and the
+    whole run against the single-session run. Returns each call's batched outputs (list of lists)."""
+    from agent.streaming import Observation
+    from agent.streaming.check import max_abs_logit_diff
+
+    instructions = ["go to the kitchen", "walk past the red sofa and stop at the fridge", "find the bathroom"]
+    rng = np.random.default_rng(1)
+    frames = [[random_frame(rng) for _ in range(calls)] for _ in instructions]
+    singles = [single.open(text) for text in instructions]
+    batch = [batched.open(text) for text in instructions]
+    single_out = [[single.act(s, f) for f in fs[i:]] for i, (s, fs) in enumerate(zip(singles, frames))]
+    batched_out, per_call = [[] for _ in instructions], []
+    for call in range(calls):
+        active = [i for i in range(len(instructions)) if call >= i]
+        outs = batched.act_batch([batch[i] for i in active], [Observation(frames[i][call]) for i in active])
+        per_call.append(outs)
+        for i, out in zip(active, outs):
+            batched_out[i].append(out)
+            assert max_abs_logit_diff(batched, batch[i], out)["allowed"] < 1e-4
+    assert_batched_matches_single(batched_out, single_out, batch, singles)
+    return per_call

@@ -58,3 +58,20 @@ def test_serve_command_in_a_subprocess_serves_and_stops_on_sigint():
         client.reset("ep", "go to the bedroom")
         assert client.act("ep", np.zeros((32, 32, 3), np.uint8)).actions == [1, 1, 2, 1]
     assert process.process.returncode in (0, -signal.SIGINT)
+
+
+def test_engine_decoding_choice_reaches_the_agent(capsys):
+    import argparse
+
+    from agent.streaming import Decoding
+    from streamvln.demo.engines import DECODINGS, add_engine_arguments, build_engine, engine_choice
+
+    assert set(DECODINGS) == {d.value for d in Decoding}  # the CLI's torch-free copy of the enum
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    engine, notice = build_engine(engine_choice(parser.parse_args(["--decoding", "tree"])))
+    assert engine.agent.config.decoding is Decoding.TREE and engine.agent.tree.size == 39
+    assert "random weights" in notice
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--decoding", "beam"])
+    assert "--decoding" in capsys.readouterr().err

@@ -78,3 +78,6 @@ def test_bench_agent_navigation_acceptance_with_a_checkpoint(tmp_path):
     assert speculative["calls"] == greedy["calls"] > 0
     assert speculative["passes_per_call"] < greedy["passes_per_call"]  # a trained policy repeats actions
     assert 0 < speculative["acceptance_rate"] <= 1 and greedy["acceptance_rate"] is None
+    tree = navigation["tree"]
+    assert tree["episodes_identical_to_greedy"] == 1 and tree["calls"] == greedy["calls"]
+    assert tree["passes_per_call"] == 1.0 and tree["seconds"] > 0
