@@ -195,27 +195,41 @@ def generate_house_episodes(backend: SimulatorBackend, scene_id: str, count: int
     return made
 
 
+def house_episodes(backend: SimulatorBackend, seed: int, split: str, house_seed: int, count: int,
+                   config: GeneratorConfig, first_episode_id: int = 1) -> list[tuple[Episode, GroundTruth]]:
+    """Up to `count` episodes of one house of `split`, from the house's own rng (seed, split, house)."""
+    rng = np.random.default_rng([seed, zlib.crc32(split.encode()), house_seed])  # crc32: stable across runs
+    return generate_house_episodes(backend, f"procedural/house_{house_seed:06d}", count, rng, config,
+                                   first_episode_id)
+
+
 def generate_split(split: str, num_episodes: int, seed: int = 0, config: GeneratorConfig | None = None,
-                   backend: SimulatorBackend | None = None, on_house=None) -> tuple[list[Episode], dict[str, GroundTruth]]:
-    """`num_episodes` episodes of `split` and their gt ({episode_id: GroundTruth}); ids are 1..N."""
+                   backend: SimulatorBackend | None = None, on_house=None,
+                   workers: int = 1) -> tuple[list[Episode], dict[str, GroundTruth]]:
+    """`num_episodes` episodes of `split` and their gt ({episode_id: GroundTruth}); ids are 1..N.
+    workers > 1 (without a backend): houses generated in that many processes, same result
+    (envs/episodes/parallel.py)."""
     config = config or GeneratorConfig()
     config.validate()
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and backend is None:
+        from envs.episodes.parallel import generate_split_parallel
+
+        return generate_split_parallel(split, num_episodes, seed, config, workers, on_house)
     seeds = house_seeds_for(split)
     backend = backend or make_generation_backend()
     episodes: list[Episode] = []
     gt: dict[str, GroundTruth] = {}
-    split_code = zlib.crc32(split.encode())  # stable across runs, unlike hash()
     for house_seed in seeds:
         if len(episodes) >= num_episodes:
             break
-        rng = np.random.default_rng([seed, split_code, house_seed])
         count = min(config.episodes_per_house, num_episodes - len(episodes))
-        scene_id = f"procedural/house_{house_seed:06d}"
-        for episode, truth in generate_house_episodes(backend, scene_id, count, rng, config, len(episodes) + 1):
+        for episode, truth in house_episodes(backend, seed, split, house_seed, count, config, len(episodes) + 1):
             episodes.append(episode)
             gt[episode.key] = truth
         if on_house is not None:
-            on_house(scene_id, len(episodes))
+            on_house(f"procedural/house_{house_seed:06d}", len(episodes))
     return episodes, gt

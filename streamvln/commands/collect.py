@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=224)
     parser.add_argument("--height", type=int, default=224)
     parser.add_argument("--hfov", type=float, default=90.0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes rendering episodes (the store is written in episode order either way)")
     parser.add_argument("--max-store-episodes", type=int, default=None, help="store capacity (FIFO by policy version)")
     parser.add_argument("--max-store-bytes", type=int, default=None)
     parser.set_defaults(handler=_collect)
@@ -34,26 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from envs.embedded import EmbeddedBackend, EmbeddedConfig
     from envs.episodes.io import load_split
-    from envs.task import VLNTask
-    from rollout.collect import CollectConfig, collect_expert
+    from rollout.collect import CollectConfig, collect_expert_parallel
     from rollout.store import EpisodeStore, StoreConfig
 
-    config = CollectConfig(args.policy, args.policy_version, args.episodes)
+    config = CollectConfig(args.policy, args.policy_version, args.episodes, args.workers)
     config.validate()
     episodes, _ = load_split(args.data, args.split)
     store = EpisodeStore(args.out, StoreConfig(max_episodes=args.max_store_episodes, max_bytes=args.max_store_bytes))
-    task = VLNTask(EmbeddedBackend(EmbeddedConfig(width=args.width, height=args.height, hfov_deg=args.hfov)))
     started = time.perf_counter()
 
     def report(count: int, trajectory) -> None:
         print(f"[{count}] episode {trajectory.episode_id}: {trajectory.num_steps} steps", flush=True)
 
-    try:
-        names = collect_expert(task, episodes, store, config, on_episode=report)
-    finally:
-        task.close()
+    names = collect_expert_parallel(episodes, store, (args.width, args.height, args.hfov), config, on_episode=report)
     stats = store.stats()
     print(
         f"recorded {len(names)} episode(s) in {time.perf_counter() - started:.1f} s -> {args.out} "

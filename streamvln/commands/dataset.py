@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--episodes-per-house", type=int, default=cli_defaults.EPISODES_PER_HOUSE)
     generate.add_argument("--min-geodesic", type=float, default=cli_defaults.MIN_GEODESIC_M, help="metres")
     generate.add_argument("--max-geodesic", type=float, default=cli_defaults.MAX_GEODESIC_M, help="metres")
+    generate.add_argument("--workers", type=int, default=1, help="processes generating houses (same episodes)")
     generate.set_defaults(handler=run_generate)
 
 
@@ -29,7 +30,7 @@ def run_generate(args: argparse.Namespace) -> int:
     config = GeneratorConfig(episodes_per_house=args.episodes_per_house, min_geodesic_m=args.min_geodesic,
                              max_geodesic_m=args.max_geodesic)
     started = time.perf_counter()
-    episodes, gt = generate_split(args.split, args.episodes, seed=args.seed, config=config)
+    episodes, gt = generate_split(args.split, args.episodes, seed=args.seed, config=config, workers=args.workers)
     elapsed = time.perf_counter() - started
     episodes_path, gt_path = save_split(args.out, args.split, episodes, gt)
     houses = len({e.scene_id for e in episodes})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import yaml
 
 from envs.sensors import SensorConfig
 from streamvln.cli_defaults import SUCCESS_DISTANCE_M
+
+MAX_AUTO_WORKERS = 8  # data.workers: null: this machine's cores, at most this many
 
 
 @dataclass
@@ -22,16 +25,26 @@ class DataStage:
     min_geodesic_m: float = 3.5
     max_geodesic_m: float = 7.0
     seed: int = 0
+    # Processes for the CPU stages (episode generation, expert collection); None: this machine's cores,
+    # at most 8. Same episodes and store as one process.
+    workers: int | None = None
 
     def validate(self) -> None:
         for name in ("train_episodes", "val_episodes", "episodes_per_house"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"data.workers must be >= 1 or null (this machine's cores), got {self.workers}")
         if self.val_seen_episodes < 0:
             raise ValueError(f"data.val_seen_episodes must be >= 0, got {self.val_seen_episodes}")
         if not 0 < self.min_geodesic_m < self.max_geodesic_m:
             raise ValueError(f"data needs 0 < min_geodesic_m < max_geodesic_m, got "
                              f"{self.min_geodesic_m}, {self.max_geodesic_m}")
+
+    @property
+    def processes(self) -> int:
+        """data.workers, or this machine's cores (at most MAX_AUTO_WORKERS)."""
+        return self.workers if self.workers is not None else max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
 MIN_SENSOR_SIDE = 8  # px: the smallest frame side a run config accepts (stricter than SensorConfig's 1)

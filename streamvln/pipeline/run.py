@@ -85,25 +85,24 @@ class Pipeline:
         for split, count in splits:
             with tqdm(total=count, desc=f"generate {split}", unit="ep") as bar:
                 episodes, gt = generate_split(split, count, seed=cfg.seed, config=generator,
-                                              on_house=lambda _scene, made, bar=bar: bar.update(made - bar.n))
+                                              on_house=lambda _scene, made, bar=bar: bar.update(made - bar.n),
+                                              workers=cfg.processes)
             save_split(self.data_dir, split, episodes, gt)
             counts[split] = len(episodes)
-        return counts
+        return {**counts, "workers": cfg.processes}
 
     def stage_collect(self) -> dict:
         from envs.episodes.io import load_split
-        from rollout.actors import make_tasks
-        from rollout.collect import collect_expert
+        from rollout.collect import CollectConfig, collect_expert_parallel
         from rollout.store import EpisodeStore
 
-        sensors = self.config.sensors
+        sensors, workers = self.config.sensors, self.config.data.processes
         episodes, _ = load_split(self.data_dir, "train")
         store = EpisodeStore(self.store_dir)
-        task = make_tasks(1, sensors.width, sensors.height, sensors.hfov_deg)[0]
         with tqdm(total=len(episodes), desc="collect expert", unit="ep") as bar:
-            names = collect_expert(task, episodes, store, on_episode=lambda *_: bar.update(1))
-        task.close()
-        return {"episodes": len(names), "steps": store.stats()["steps"]}
+            names = collect_expert_parallel(episodes, store, (sensors.width, sensors.height, sensors.hfov_deg),
+                                            CollectConfig(workers=workers), on_episode=lambda *_: bar.update(1))
+        return {"episodes": len(names), "steps": store.stats()["steps"], "workers": workers}
 
     def stage_qa(self) -> dict:
         from envs.embedded import EmbeddedBackend, EmbeddedConfig
