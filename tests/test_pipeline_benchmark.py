@@ -14,6 +14,7 @@ from envs.sensors import SensorConfig
 from streamvln.pipeline.config import load_run_config
 from streamvln.pipeline.maps import pick_episodes
 from streamvln.pipeline.results import results_markdown, ship_checkpoint, table_rows
+from streamvln.pipeline.run import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "configs" / "benchmark.yaml"
@@ -48,6 +49,14 @@ def test_variant_and_switch_errors(tmp_path):
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match="scheme"):
         load_run_config(path)
+    bad["eval"]["variants"] = [{"label": "x", "stop_bias": "high"}]
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="stop_bias"):
+        load_run_config(path)
+    bad["eval"]["variants"] = [{"label": "calibrated", "stop_bias": 1.5}]
+    path.write_text(yaml.safe_dump({**bad, "out_root": str(tmp_path)}))  # Pipeline creates its run folder
+    jobs = {label: settings for label, _, settings in Pipeline(load_run_config(path)).eval_jobs("val_unseen")}
+    assert jobs["calibrated"].stop_bias == 1.5 and jobs["trained"].stop_bias == 0.0
     bad["eval"]["variants"] = []
     bad["online"]["lr"] = 0.0
     path.write_text(yaml.safe_dump(bad))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,26 @@ def test_policy_specs():
         make_policy("checkpoint")
     with pytest.raises(FileNotFoundError):
         make_policy("checkpoint:/nonexistent/model")
+
+
+def test_stop_bias_reaches_the_checkpoint_agent(split_dir):
+    import argparse
+
+    from streamvln.commands import eval as eval_command
+    from streamvln.pipeline.evaluation import checkpoint_policy
+
+    parser = argparse.ArgumentParser(prog="streamvln")
+    eval_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["eval", "--data", str(split_dir), "--policy", "checkpoint:X", "--stop-bias", "1.5"])
+    settings = eval_command.eval_settings(args)
+    assert settings.stop_bias == 1.5
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "benchmark_tiny_bc"
+    if not (shipped / "model.safetensors").is_file():
+        pytest.skip("the shipped checkpoint is not in this checkout")
+    policy = make_policy(f"checkpoint:{shipped}", settings=settings)
+    assert policy.agent.config.stop_bias == 1.5 and policy.agent.rules.stop_bias == 1.5
+    with pytest.raises(ValueError, match="stop_bias"):
+        checkpoint_policy(str(shipped), stop_bias=float("inf"))
 
 
 def test_run_config_errors_name_the_key(tmp_path):

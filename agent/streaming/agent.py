@@ -50,7 +50,7 @@ class StreamingAgent:
         self.text_model = TextModel(model.language_model, self.prompt.allowed_ids)
         self.tokens_per_frame = int(model.config.tokens_per_frame)
         self.rules = DecodeRules(self.prompt.allowed_ids, self.prompt.end_id, self.prompt.stop_id,
-                                 self.config.num_future_steps, self.config.full_chunks)
+                                 self.config.num_future_steps, self.config.full_chunks, self.config.stop_bias)
         self.tree = self._draft_tree()
         self.camera = CameraModel(self.config.hfov_deg, self.config.camera_height_m, self.config.max_depth_m)
         self.graphs: dict[int, GraphedDecoder] = {}  # decode graphs by batch size (decode_graph=True)

@@ -199,6 +199,7 @@ class DecodeRules:
     stop_id: int
     max_actions: int
     full_chunks: bool = False  # benchmarks: no end marker or STOP before max_actions symbols
+    stop_bias: float = 0.0  # added to STOP's logit for the choice only (StreamingConfig.stop_bias)
 
 
 @dataclass
@@ -212,11 +213,15 @@ class Decoded:
 
 
 def pick_tokens(logits: torch.Tensor, rules: DecodeRules) -> list:
-    """Greedy choice over the allowed ids for (..., A) logits (full_chunks: no end marker or STOP)."""
+    """Greedy choice over the allowed ids for (..., A) logits (full_chunks: no end marker or STOP; the
+    recorded logits stay unbiased, only the choice sees stop_bias)."""
     choice = logits
     if rules.full_chunks:
         choice = logits.clone()
         choice[..., [rules.allowed_ids.index(rules.end_id), rules.allowed_ids.index(rules.stop_id)]] = float("-inf")
+    elif rules.stop_bias:
+        choice = logits.clone()
+        choice[..., rules.allowed_ids.index(rules.stop_id)] += rules.stop_bias
     allowed = torch.tensor(rules.allowed_ids, device=logits.device)
     return allowed[choice.argmax(dim=-1)].tolist()
 

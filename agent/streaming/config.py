@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -97,6 +98,10 @@ class StreamingConfig:
     # decoding="tree": the most nodes the draft tree may have (its deepest whole level that fits; a
     # chunk longer than the tree continues speculatively). 39 = every 4-action chunk.
     tree_max_nodes: int = 39
+    # Post-hoc calibration of STOP (logit adjustment): added to STOP's logit before the greedy choice,
+    # > 0 stops more readily. STOP is one label in ~40 steps of training, so a model unsure near the goal
+    # keeps walking; tune on val_seen, never on the split you report.
+    stop_bias: float = 0.0
 
     def validate(self) -> StreamingConfig:
         self.scheme = CacheScheme(self.scheme)
@@ -118,6 +123,8 @@ class StreamingConfig:
             )
         if self.max_context_tokens is not None and self.max_context_tokens < 64:
             raise ValueError(f"StreamingConfig.max_context_tokens must be >= 64, got {self.max_context_tokens}")
+        if not math.isfinite(self.stop_bias):
+            raise ValueError(f"StreamingConfig.stop_bias must be a finite number, got {self.stop_bias}")
         if self.tree_max_nodes < 3:
             raise ValueError(f"StreamingConfig.tree_max_nodes must be >= 3 (one level), got {self.tree_max_nodes}")
         if self.graph_max_len is not None and self.graph_max_len < 64:

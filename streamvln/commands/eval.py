@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="checkpoint policies: our streaming window or the original StreamVLN window scheme")
     parser.add_argument("--voxel-pruning", action="store_true",
                         help="checkpoint policies: voxel-prune memory tokens (from depth + pose)")
+    parser.add_argument("--stop-bias", type=float, default=0.0,
+                        help="checkpoint policies: added to STOP's logit before each choice (> 0 stops more "
+                             "readily; tune on val_seen)")
     parser.add_argument("--blank-instructions", action="store_true",
                         help="blank every instruction (evaluate an instruction-blind model)")
     add_sensor_arguments(parser)
@@ -103,7 +106,7 @@ def eval_settings(args: argparse.Namespace):
 
     settings = EvalSettings(args.data, args.split, SensorConfig(args.width, args.height, args.hfov), args.max_steps,
                             args.seed, args.workers, args.episodes, scheme=args.scheme, voxel_pruning=args.voxel_pruning,
-                            blank_instruction=args.blank_instructions)
+                            blank_instruction=args.blank_instructions, stop_bias=args.stop_bias)
     settings.validate()
     return settings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,12 +134,15 @@ class EvalVariant:
     label: str
     scheme: str = "streaming"  # "streaming" (ours) or "original" (StreamVLN's window scheme)
     voxel_pruning: bool = False
+    stop_bias: float = 0.0  # StreamingConfig.stop_bias: STOP calibration (tune on val_seen)
 
     def validate(self) -> None:
         if not self.label or self.label in ("random", "forward", "expert", "trained", "offline"):
             raise ValueError(f"eval.variants label must be a new non-empty name, got {self.label!r}")
         if self.scheme not in ("streaming", "original"):
             raise ValueError(f"eval.variants[{self.label}].scheme must be streaming|original, got {self.scheme!r}")
+        if not _is_number(self.stop_bias) or not math.isfinite(self.stop_bias):
+            raise ValueError(f"eval.variants[{self.label}].stop_bias must be a finite number, got {self.stop_bias!r}")
 
 
 @dataclass

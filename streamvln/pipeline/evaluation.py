@@ -41,6 +41,7 @@ class EvalSettings:
     scheme: str = "streaming"
     voxel_pruning: bool = False
     blank_instruction: bool = False
+    stop_bias: float = 0.0  # StreamingConfig.stop_bias (STOP calibration)
 
     def validate(self) -> None:
         if self.scheme not in SCHEMES:
@@ -55,7 +56,7 @@ class EvalSettings:
 
 
 def checkpoint_policy(path: str, use_depth_pose: bool = False, scheme: str = "streaming",
-                      voxel_pruning: bool = False, hfov_deg: float = 90.0):
+                      voxel_pruning: bool = False, hfov_deg: float = 90.0, stop_bias: float = 0.0):
     """The streaming agent over a save_pretrained folder, with the window it was trained with."""
     from agent.streaming import StreamingAgent, StreamingConfig
     from agent.streaming.engine import load_checkpoint
@@ -64,7 +65,8 @@ def checkpoint_policy(path: str, use_depth_pose: bool = False, scheme: str = "st
     folder = Path(path)
     window = json.loads((folder / WINDOW_FILE).read_text()) if (folder / WINDOW_FILE).is_file() else {}
     model, processor = load_checkpoint(folder)
-    config = StreamingConfig(**window, scheme=scheme, voxel_pruning=voxel_pruning, hfov_deg=hfov_deg)
+    config = StreamingConfig(**window, scheme=scheme, voxel_pruning=voxel_pruning, hfov_deg=hfov_deg,
+                             stop_bias=stop_bias)
     agent = StreamingAgent(model, processor, config.validate())
     # Voxel pruning needs each frame's depth and pose.
     policy = StreamingPolicy(agent, use_depth_pose=use_depth_pose or voxel_pruning)
@@ -83,7 +85,7 @@ def make_policy(spec: str, seed: int = 0, settings: EvalSettings | None = None):
         if settings is None:
             return checkpoint_policy(argument)
         return checkpoint_policy(argument, scheme=settings.scheme, voxel_pruning=settings.voxel_pruning,
-                                 hfov_deg=settings.sensors.hfov_deg)
+                                 hfov_deg=settings.sensors.hfov_deg, stop_bias=settings.stop_bias)
     return make_env_policy(spec, seed=seed)
 
 

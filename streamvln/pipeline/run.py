@@ -217,8 +217,8 @@ class Pipeline:
         models = {"trained": trained, "offline": f"checkpoint:{self.dir / 'offline' / 'model'}"}
         jobs = [(label, models[label], dataclasses.replace(base, voxel_pruning=cfg.voxel_pruning))
                 if label in models else (label, label, base) for label in cfg.policies]
-        jobs += [(v.label, trained, dataclasses.replace(base, scheme=v.scheme, voxel_pruning=v.voxel_pruning))
-                 for v in cfg.variants]
+        jobs += [(v.label, trained, dataclasses.replace(base, scheme=v.scheme, voxel_pruning=v.voxel_pruning,
+                                                        stop_bias=v.stop_bias)) for v in cfg.variants]
         return jobs
 
     def results_file(self, split: str, label: str) -> Path:

@@ -175,6 +175,26 @@ def test_config_validation():
         StreamingConfig(num_frames=10, num_future_steps=4).validate()
     with pytest.raises(ValueError, match="conjunction"):
         StreamingConfig(conjunction="behold ").validate()
+    with pytest.raises(ValueError, match="stop_bias"):
+        StreamingConfig(stop_bias=float("nan")).validate()
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "speculative", "tree"])
+def test_stop_bias_moves_the_choice_not_the_logits(decoding):
+    # The unbiased model never stops in these calls; a bias just above its largest STOP margin makes
+    # the first pick STOP, and the recorded logits are the model's own in both runs.
+    plain, biased = (StreamingAgent(tiny_model(MIXED_SEED), tiny_processor(), StreamingConfig(
+        num_frames=8, num_future_steps=4, num_history=4, decoding=decoding, stop_bias=bias)) for bias in (0.0, 50.0))
+    for agent in (plain, biased):
+        agent.session = agent.open(INSTRUCTION)
+    rng = np.random.default_rng(0)
+    frame = random_frame(rng)
+    ours, ref = biased.act(biased.session, frame), plain.act(plain.session, frame)
+    stop = plain.prompt.allowed_ids.index(plain.prompt.stop_id)
+    margin = float(ref.decoded.logits[0].max() - ref.decoded.logits[0][stop])
+    assert 0 < margin < 50.0 and ref.actions[0] != 0
+    assert ours.actions == [0] and ours.decoded.tokens == [plain.prompt.stop_id, plain.prompt.end_id]
+    torch.testing.assert_close(ours.decoded.logits[0], ref.decoded.logits[0], atol=1e-5, rtol=0)
 
 
 def test_prefetched_window_gives_the_same_logits_and_leaves_only_the_turn():
