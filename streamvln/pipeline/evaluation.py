@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +54,8 @@ class EvalSettings:
             raise ValueError(f"eval max_steps must be >= 1, got {self.max_steps}")
         if self.max_episodes is not None and self.max_episodes < 1:
             raise ValueError(f"eval max_episodes must be >= 1 or None, got {self.max_episodes}")
+        if not math.isfinite(self.stop_bias):  # before any worker process loads a model
+            raise ValueError(f"eval stop_bias must be a finite number, got {self.stop_bias}")
 
 
 def checkpoint_policy(path: str, use_depth_pose: bool = False, scheme: str = "streaming",

@@ -185,11 +185,8 @@ def test_stop_bias_moves_the_choice_not_the_logits(decoding):
     # the first pick STOP, and the recorded logits are the model's own in both runs.
     plain, biased = (StreamingAgent(tiny_model(MIXED_SEED), tiny_processor(), StreamingConfig(
         num_frames=8, num_future_steps=4, num_history=4, decoding=decoding, stop_bias=bias)) for bias in (0.0, 50.0))
-    for agent in (plain, biased):
-        agent.session = agent.open(INSTRUCTION)
-    rng = np.random.default_rng(0)
-    frame = random_frame(rng)
-    ours, ref = biased.act(biased.session, frame), plain.act(plain.session, frame)
+    frame = random_frame(np.random.default_rng(0))
+    ours, ref = (agent.act(agent.open(INSTRUCTION), frame) for agent in (biased, plain))
     stop = plain.prompt.allowed_ids.index(plain.prompt.stop_id)
     margin = float(ref.decoded.logits[0].max() - ref.decoded.logits[0][stop])
     assert 0 < margin < 50.0 and ref.actions[0] != 0
