@@ -1,9 +1,9 @@
 """Issue 5's multi-GPU check, setup + comparison (run from the repo root; scripts/zero2_scaling.sh
 drives it on a machine with 2 GPUs).
 
-setup OUT_DIR: a navigation store + two train configs with the same global batch of 16
+setup OUT_DIR [WORKERS]: a navigation store + two train configs with the same global batch of 16
   (one.yaml: 1 GPU x micro batch 8 x accumulation 2; two.yaml: 2 GPUs x micro batch 8; small preset,
-  ZeRO-2, 50 steps, the same seeded data order).
+  ZeRO-2, 50 steps, the same seeded data order; WORKERS data loader processes per rank, default 4).
 compare ONE_RUN TWO_RUN JSON: loss curves of both runs, max relative difference, samples/s ratio.
 """
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def setup(out: Path) -> None:
+def setup(out: Path, workers: int = 4) -> None:
     sys.path.insert(0, str(REPO / "tests" / "rollout"))
     from rollout_fixtures import make_trajectory
 
@@ -38,7 +38,7 @@ progress: false
 log_every: 1
 schedule: {{kind: cosine, warmup_steps: 5}}
 optim: {{lr: 5.0e-5}}
-data: {{num_frames: 32, num_history: 8, num_workers: 4, pin_memory: true,
+data: {{num_frames: 32, num_history: 8, num_workers: {workers}, pin_memory: true,
         sources: [{{kind: store, path: {store_dir}, name: nav}}]}}
 speed: {{packing: true, attn_implementation: sdpa_varlen, assistant_only_logits: true,
          gradient_checkpointing: false}}
@@ -68,6 +68,6 @@ def compare(one: Path, two: Path, out: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
-        setup(Path(sys.argv[2]))
+        setup(Path(sys.argv[2]), *(int(arg) for arg in sys.argv[3:4]))
     else:
         compare(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -33,6 +34,26 @@ def test_benchmark_rows_are_expressible():
     assert blind.train["model_preset"] == full.train["model_preset"]  # deep merge keeps the rest of train
     qa = load_run_config(BENCHMARK, variant="qa")
     assert qa.qa.enabled and qa.online.enabled and qa.name == "benchmark_qa"
+
+
+def test_every_benchmark_variant_loads():
+    names = yaml.safe_load(BENCHMARK.read_text())["variants"]
+    assert {"data8k", "data16k", "data8k_i2"} <= set(names)
+    for name in names:
+        assert load_run_config(BENCHMARK, variant=name).name == f"benchmark_{name}"
+
+
+def test_data_scaling_variants_change_only_the_training_side():
+    full = load_run_config(BENCHMARK)
+    for name, episodes in (("data8k", 8000), ("data16k", 16000)):
+        run = load_run_config(BENCHMARK, variant=name)
+        assert run.data.train_episodes == episodes and not run.online.enabled
+        # the evaluation episodes (val splits, their seed and distances) are the benchmark's own
+        assert dataclasses.replace(run.data, train_episodes=full.data.train_episodes) == full.data
+        assert run.train["steps"] == 6000 and run.sensors == full.sensors
+    bc, dagger = load_run_config(BENCHMARK, variant="data8k"), load_run_config(BENCHMARK, variant="data8k_i2")
+    assert dagger.data == bc.data and dagger.train == bc.train  # the BC model it starts from is data8k's
+    assert dagger.online.enabled and dagger.online.intervene_after == 2
 
 
 def test_variant_and_switch_errors(tmp_path):

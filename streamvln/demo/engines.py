@@ -4,6 +4,7 @@ random weights, or the model-free scripted engine (plumbing and server benchmark
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,15 +26,18 @@ class EngineChoice:
     scripted: bool = False
     device: str = "cpu"
     dtype: str = "fp32"
-    decoding: str = DECODINGS[0]
+    decoding: str | None = None  # None: the device's default (agent.streaming.engine.default_config)
+    stop_bias: float = 0.0  # StreamingConfig.stop_bias: STOP calibration a checkpoint's README states
 
     def validate(self) -> None:
         if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
             raise FileNotFoundError(f"checkpoint directory {self.checkpoint} not found")
         if self.dtype not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
-        if self.decoding not in DECODINGS:
+        if self.decoding is not None and self.decoding not in DECODINGS:
             raise ValueError(f"--decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        if not math.isfinite(self.stop_bias):
+            raise ValueError(f"--stop-bias must be a finite number, got {self.stop_bias}")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,14 +48,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", default="tiny", help="model preset with random weights when no --checkpoint (default tiny)")
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     group.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
-    group.add_argument("--decoding", default=DECODINGS[0], choices=DECODINGS,
+    group.add_argument("--decoding", choices=DECODINGS,
                        help="how a call's action chunk is decoded, same actions either way: speculative "
-                            "(default), tree (every chunk verified at once: one weight pass per call), greedy")
+                            "(default on the CPU), tree (every chunk verified at once: one weight pass per "
+                            "call; default on CUDA), greedy")
+    group.add_argument("--stop-bias", type=float, default=0.0,
+                       help="added to STOP's logit before each choice (STOP calibration, tuned on val_seen; "
+                            "a shipped checkpoint's README gives its value)")
 
 
 def engine_choice(args: argparse.Namespace) -> EngineChoice:
     choice = EngineChoice(checkpoint=args.checkpoint, preset=args.preset, scripted=args.scripted,
-                          device=args.device, dtype=args.dtype, decoding=args.decoding)
+                          device=args.device, dtype=args.dtype, decoding=args.decoding,
+                          stop_bias=args.stop_bias)
     choice.validate()
     return choice
 
@@ -68,7 +77,9 @@ def build_engine(choice: EngineChoice) -> tuple[SessionEngine, str]:
         raise ValueError(f"the streaming agent engine is not available ({error}); use --scripted to run "
                          "the server without a model") from None
     config = default_config(choice.device, choice.checkpoint)
-    config.decoding = choice.decoding
+    if choice.decoding is not None:
+        config.decoding = choice.decoding
+    config.stop_bias = choice.stop_bias
     if choice.checkpoint is not None:
         engine = StreamingEngine.from_checkpoint(choice.checkpoint, device=choice.device, dtype=choice.dtype,
                                                  config=config)

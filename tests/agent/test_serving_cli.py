@@ -72,6 +72,21 @@ def test_engine_decoding_choice_reaches_the_agent(capsys):
     engine, notice = build_engine(engine_choice(parser.parse_args(["--decoding", "tree"])))
     assert engine.agent.config.decoding is Decoding.TREE and engine.agent.tree.size == 39
     assert "random weights" in notice
+    engine, _ = build_engine(engine_choice(parser.parse_args([])))  # no --decoding: the device's default
+    assert engine.agent.config.decoding is Decoding.SPECULATIVE and engine.agent.config.stop_bias == 0.0
+    engine, _ = build_engine(engine_choice(parser.parse_args(["--stop-bias", "4"])))
+    assert engine.agent.config.stop_bias == 4.0 and engine.agent.rules.stop_bias == 4.0
+    with pytest.raises(ValueError, match="--stop-bias must be a finite number"):
+        engine_choice(parser.parse_args(["--stop-bias", "nan"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--decoding", "beam"])
     assert "--decoding" in capsys.readouterr().err
+
+
+def test_serving_defaults_decode_by_device():
+    from agent.streaming import Decoding
+    from agent.streaming.engine import default_config
+
+    assert default_config("cuda").decoding is Decoding.TREE  # a config only: nothing runs on a GPU here
+    assert default_config("cuda:1").decoding is Decoding.TREE
+    assert default_config("cpu").decoding is Decoding.SPECULATIVE
