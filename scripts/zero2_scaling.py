@@ -3,8 +3,10 @@ drives it on a machine with 2 GPUs).
 
 setup OUT_DIR [WORKERS]: a navigation store + two train configs with the same global batch of 16
   (one.yaml: 1 GPU x micro batch 8 x accumulation 2; two.yaml: 2 GPUs x micro batch 8; small preset,
-  ZeRO-2, 50 steps, the same seeded data order; WORKERS data loader processes per rank, default 4).
-compare ONE_RUN TWO_RUN JSON: loss curves of both runs, max relative difference, samples/s ratio.
+  ZeRO-2, 50 steps, the same samples per step; WORKERS data loader processes per rank, default 4).
+compare ONE_RUN TWO_RUN [ONE_RUN TWO_RUN ...] JSON: per pair the loss curves, their max relative
+  difference and the samples/s ratio; over all pairs the pooled ratio (mean 2-GPU rate / mean 1-GPU rate)
+  and the median of the pairs' ratios.
 """
 import json
 import statistics
@@ -49,7 +51,7 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def compare(one: Path, two: Path, out: Path) -> None:
+def pair(one: Path, two: Path) -> dict:
     a, b = _metrics(one), _metrics(two)
     la, lb = [m["loss"] for m in a], [m["loss"] for m in b]
     rel = [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(la, lb)]
@@ -62,12 +64,25 @@ def compare(one: Path, two: Path, out: Path) -> None:
               "samples_per_s_one_gpu": sa, "samples_per_s_two_gpus": sb, "scaling": sb / sa,
               "mfu_one_gpu": statistics.median(m.get("mfu", 0.0) for m in a[skip:]),
               "mfu_two_gpus": statistics.median(m.get("mfu", 0.0) for m in b[skip:])}
-    out.write_text(json.dumps(result, indent=1))
     print({k: v for k, v in result.items() if not k.startswith("loss_")})
+    return result
+
+
+def compare(runs: list[Path], out: Path) -> None:
+    if not runs or len(runs) % 2:
+        raise SystemExit(f"compare needs ONE_RUN TWO_RUN pairs, got {len(runs)} run folders")
+    pairs = [pair(one, two) for one, two in zip(runs[::2], runs[1::2])]
+    one_rate = statistics.mean(p["samples_per_s_one_gpu"] for p in pairs)
+    two_rate = statistics.mean(p["samples_per_s_two_gpus"] for p in pairs)
+    result = {"pairs": pairs, "samples_per_s_one_gpu": one_rate, "samples_per_s_two_gpus": two_rate,
+              "scaling": two_rate / one_rate, "scaling_median_of_pairs": statistics.median(p["scaling"] for p in pairs),
+              "max_rel_diff": max(p["max_rel_diff"] for p in pairs)}
+    out.write_text(json.dumps(result, indent=1))
+    print({k: v for k, v in result.items() if k != "pairs"})
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(Path(sys.argv[2]), *(int(arg) for arg in sys.argv[3:4]))
     else:
-        compare(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+        compare([Path(arg) for arg in sys.argv[2:-1]], Path(sys.argv[-1]))

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Issue 5: ZeRO-2 on 1 vs 2 GPUs with the same global batch (loss curves + samples/s scaling), then the
 # 7b preset's shapes under ZeRO-3 on 2 GPUs for a few steps. Needs 2 CUDA GPUs; about 4 minutes on
-# 2 x H100. Usage: OUT=results_dir [WORKERS=4] [ZERO3=1] bash scripts/zero2_scaling.sh
-# (WORKERS: data loader processes per rank; ZERO3=0 skips the 7b ZeRO-3 part)
+# 2 x H100. Usage: OUT=results_dir [WORKERS=4] [REPEATS=1] [ZERO3=1] bash scripts/zero2_scaling.sh
+# (WORKERS: data loader processes per rank; REPEATS: 1-GPU / 2-GPU pairs run alternately, pooled in
+# zero2_scaling.json, since one pair's ratio moved 1.55-1.98 on one machine; ZERO3=0 skips the 7b part)
 set -u
 OUT=${OUT:?set OUT to a results folder}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 W=$(mktemp -d)
 python3 scripts/zero2_scaling.py setup "$W" "${WORKERS:-4}"
 clean="env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_PORT -u MASTER_ADDR"
-$clean CUDA_VISIBLE_DEVICES=0 python3 -m streamvln.cli train --config "$W/one.yaml" --out "$W/one" --no-export
-$clean python3 -m torch.distributed.run --nproc_per_node 2 -m streamvln.cli train --config "$W/two.yaml" \
-  --out "$W/two" --no-export
-python3 scripts/zero2_scaling.py compare "$W/one" "$W/two" "$OUT/zero2_scaling.json"
+pairs=()
+for r in $(seq 1 "${REPEATS:-1}"); do
+  $clean CUDA_VISIBLE_DEVICES=0 python3 -m streamvln.cli train --config "$W/one.yaml" --out "$W/one$r" --no-export
+  $clean python3 -m torch.distributed.run --nproc_per_node 2 -m streamvln.cli train --config "$W/two.yaml" \
+    --out "$W/two$r" --no-export
+  pairs+=("$W/one$r" "$W/two$r")
+done
+python3 scripts/zero2_scaling.py compare "${pairs[@]}" "$OUT/zero2_scaling.json"
 [ "${ZERO3:-1}" = 0 ] && exit 0
 $clean python3 -m torch.distributed.run --nproc_per_node 2 --no-python bash -c \
   'exec python3 -m streamvln.cli bench learner --json '"$OUT"'/zero3_7b_rank$RANK.json --preset 7b --zero-stage 3 \

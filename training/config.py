@@ -100,8 +100,9 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool = False
     prefetch_factor: int = 2  # used only with num_workers > 0
-    refresh_every: int = 0  # online mode: re-read the growing store every N batches (0: never)
-    batches_per_epoch: int = 1000  # the mixture draws with replacement; an epoch is this many batches
+    refresh_every: int = 0  # online mode: re-read the growing store every N global batches (0: never)
+    # The mixture draws with replacement; an epoch is this many global batches (one per optimizer step).
+    batches_per_epoch: int = 1000
     blank_instructions: bool = False  # instruction-blind ablation: navigation prompts without the instruction
     # DAgger windows end at the first turn whose executed chunk differs from its labels
     # (rollout.samples.SampleConfig.consistent_history); false: label history, as before issue 8's fix

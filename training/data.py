@@ -43,21 +43,32 @@ class SkippingBatchSampler(torch.utils.data.Sampler):
 
 class RankSlice(torch.utils.data.Sampler):
     """Rank r of W takes samples r, r+W, ... of each global batch drawn by `inner` (the same draw on
-    every rank), so W ranks with micro batch B see exactly the batches of one rank with W x B."""
+    every rank) and yields them as `micro_batches` consecutive micro batches. With one global batch per
+    optimizer step (micro batch x W x accumulation), a step sees the same samples on any number of ranks:
+    2 ranks x 1 micro batch of B = 1 rank x 2 micro batches of B = 1 rank x 1 micro batch of 2B."""
 
-    def __init__(self, inner: Any, rank: int, world_size: int):
-        self.inner, self.rank, self.world_size = inner, rank, world_size
+    def __init__(self, inner: Any, rank: int, world_size: int, micro_batches: int = 1):
+        if not 0 <= rank < world_size or micro_batches < 1:
+            raise ValueError(f"RankSlice needs 0 <= rank < world_size and micro_batches >= 1, got rank {rank}, "
+                             f"world_size {world_size}, micro_batches {micro_batches}")
+        self.inner, self.rank, self.world_size, self.micro_batches = inner, rank, world_size, micro_batches
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.inner) * self.micro_batches
 
     def __iter__(self) -> Iterator[list]:
         for batch in self.inner:
-            yield list(batch)[self.rank::self.world_size]
+            mine = list(batch)[self.rank::self.world_size]
+            if len(mine) % self.micro_batches:
+                raise ValueError(f"a global batch gives rank {self.rank} {len(mine)} samples, not a multiple "
+                                 f"of its {self.micro_batches} micro batches")
+            size = len(mine) // self.micro_batches
+            for start in range(0, len(mine), size):
+                yield mine[start:start + size]
 
 
 class BatchStream:
@@ -225,24 +236,27 @@ def _qa_source(entry: DataSourceConfig, index: int):
 
 
 def build_mixed_stream(data: DataConfig, encoder, micro_batch_size: int, seed: int, rank: int = 0,
-                       world_size: int = 1, sources: dict[str, Any] | None = None) -> BatchStream:
+                       world_size: int = 1, sources: dict[str, Any] | None = None,
+                       grad_accum_steps: int = 1) -> BatchStream:
     """The offline/online stream: sources mixed by weight, encoded by the model's processor.
 
-    Every rank draws the same global batch (micro_batch_size x world_size) and keeps its slice, so a
-    run's data does not depend on how many GPUs it uses. `sources` (from build_sources) lets a caller
-    check the data before building the model.
+    Every rank draws the same global batch per optimizer step (micro_batch_size x world_size x
+    grad_accum_steps) and keeps its slice as grad_accum_steps micro batches, so a step's samples do not
+    depend on how the global batch is split over GPUs and accumulation (1 GPU x 2 accumulated micro
+    batches trains on what 2 GPUs do). An epoch (data.batches_per_epoch) counts global batches.
+    `sources` (from build_sources) lets a caller check the data before building the model.
     """
     from rollout.dataset import SampleDataset
     from rollout.mixing import MixtureBatchSampler, MixtureConfig
 
     sources = sources if sources is not None else build_sources(data)
     weights = {entry.label: entry.weight for entry in data.sources}
-    mixture = MixtureConfig(weights=weights, batch_size=micro_batch_size * world_size,
+    mixture = MixtureConfig(weights=weights, batch_size=micro_batch_size * world_size * grad_accum_steps,
                             group_by_task=data.group_by_task, seed=seed,
                             refresh_every=data.refresh_every or 10**9,  # 0: a static store, never re-read
                             num_batches=data.batches_per_epoch)
     dataset = SourceTaggedDataset(SampleDataset(sources, encoder))
-    sampler = RankSlice(MixtureBatchSampler(sources, mixture), rank, world_size)
+    sampler = RankSlice(MixtureBatchSampler(sources, mixture), rank, world_size, grad_accum_steps)
     stream = BatchStream(dataset, sampler, dataset.collate, num_workers=data.num_workers,
                          pin_memory=data.pin_memory, prefetch_factor=data.prefetch_factor, seed=seed)
     stream.sources = sources

@@ -88,7 +88,7 @@ def build_learner(config: TrainConfig, on_publish: PublishHook | None = None,
         model, processor = build_model_and_processor(config)
     stream = build_mixed_stream(config.data, processor, config.micro_batch_size, config.seed,
                                 rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                                sources=sources)
+                                sources=sources, grad_accum_steps=config.grad_accum_steps)
     needs_parts = config.speed.assistant_only_logits or config.speed.packing
     return Learner(config, model, stream, parts=parts_for(model) if needs_parts else None,
                    processor=processor, flop_counter=flop_counter_for(model, config.tunable_parts),

@@ -58,6 +58,29 @@ def test_rank_slices_partition_the_global_batch():
         assert not set(slices[0][index]) & set(slices[1][index])
 
 
+def test_rank_slices_with_accumulation_give_each_step_the_same_samples():
+    """1 rank x 2 micro batches and 2 ranks x 1 micro batch split one global batch (one optimizer step)."""
+    global_batches = list(SeededBatches(16, 8))
+    accumulated = list(RankSlice(SeededBatches(16, 8), 0, 1, micro_batches=2))
+    ranks = [list(RankSlice(SeededBatches(16, 8), rank, 2)) for rank in range(2)]
+    assert len(accumulated) == 2 * len(global_batches) == len(RankSlice(SeededBatches(16, 8), 0, 1, 2))
+    for step, batch in enumerate(global_batches):
+        micro = accumulated[2 * step:2 * step + 2]
+        assert [len(m) for m in micro] == [4, 4] and sorted(micro[0] + micro[1]) == sorted(batch)
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(batch)
+    mixed = list(RankSlice(SeededBatches(16, 8), 1, 2, micro_batches=2))  # 2 ranks x 2 micro batches of 2
+    assert [len(m) for m in mixed[:2]] == [2, 2] and sorted(mixed[0] + mixed[1]) == sorted(global_batches[0][1::2])
+
+
+def test_rank_slice_refuses_a_bad_split():
+    import pytest
+
+    with pytest.raises(ValueError, match="rank 2"):
+        RankSlice(SeededBatches(8, 4), 2, 2)
+    with pytest.raises(ValueError, match="not a multiple of its 3 micro batches"):
+        next(iter(RankSlice(SeededBatches(8, 4), 0, 1, micro_batches=3)))
+
+
 def test_empty_sampler_is_refused():
     import pytest
 

@@ -188,17 +188,19 @@ def test_checkpointing_is_selective_in_the_lm_and_skips_a_frozen_tower(model_and
 
 @pytest.mark.slow
 def test_two_cpu_ranks_match_one_rank_with_the_same_global_batch(tmp_path, store_dir):
-    """torchrun, 2 gloo ranks x micro batch 1 == 1 rank x micro batch 2 (ZeRO-2, same samples per step)."""
+    """torchrun, 2 gloo ranks x micro batch 1 == 1 rank x micro batch 2 == 1 rank x 2 accumulated micro
+    batches of 1 (ZeRO-2, the same samples per step: one global batch per optimizer step)."""
     import os
     import subprocess
 
-    def write_config(micro_batch: int) -> Path:
-        path = tmp_path / f"mb{micro_batch}.yaml"
+    def write_config(micro_batch: int, accumulation: int = 1) -> Path:
+        path = tmp_path / f"mb{micro_batch}_ga{accumulation}.yaml"
         path.write_text(f"""
 model_preset: tiny
 bf16: false
 steps: 3
 micro_batch_size: {micro_batch}
+grad_accum_steps: {accumulation}
 progress: false
 optim: {{lr: 1.0e-3}}
 data: {{num_frames: 16, sources: [{{kind: store, path: {store_dir}, name: nav}}]}}
@@ -209,10 +211,11 @@ speed: {{gradient_checkpointing: false, packing: true, attn_implementation: sdpa
     rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in rendezvous} | {"PYTHONWARNINGS": "ignore"}
     repo = Path(__file__).parents[2]
-    for out, micro_batch, launcher in (("one", 2, []), ("two", 1, ["-m", "torch.distributed.run",
-                                                                    "--nproc_per_node", "2"])):
+    two_ranks = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    for out, micro_batch, accumulation, launcher in (("one", 2, 1, []), ("two", 1, 1, two_ranks),
+                                                     ("accumulated", 1, 2, [])):
         command = [sys.executable, *launcher, "-m", "streamvln.cli", "train", "--config",
-                   str(write_config(micro_batch)), "--out", str(tmp_path / out), "--no-export"]
+                   str(write_config(micro_batch, accumulation)), "--out", str(tmp_path / out), "--no-export"]
         subprocess.run(command, check=True, cwd=repo, env=env, capture_output=True, timeout=300)
 
     def losses(name):
@@ -220,6 +223,7 @@ speed: {{gradient_checkpointing: false, packing: true, attn_implementation: sdpa
 
     assert len(losses("two")) == 3
     assert losses("two") == pytest.approx(losses("one"), abs=1e-5)
+    assert losses("accumulated") == pytest.approx(losses("one"), abs=1e-5)
     saved = tmp_path / "two" / "checkpoints" / "step_00000003"
     assert (saved / "rng_rank0.json").is_file() and (saved / "rng_rank1.json").is_file()
 
