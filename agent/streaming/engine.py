@@ -54,6 +54,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu", dtype: str = "fp32"):
 WINDOW_FILE = "sample_window.json"  # the training window, saved next to trained weights (training/online.py)
 
 
+def checkpoint_window(folder: str | Path) -> dict[str, int]:
+    """The sample window (num_frames, num_future_steps, num_history) a checkpoint was trained with,
+    from the sample_window.json next to its weights; {} when it has none."""
+    path = Path(folder) / WINDOW_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def default_config(device: str, checkpoint: str | Path | None = None) -> StreamingConfig:
     """Defaults for serving: decode steps as CUDA graphs on a GPU (latency), eager on the CPU; the
     window a checkpoint was trained with when its folder has sample_window.json (a model trained with
@@ -62,8 +69,7 @@ def default_config(device: str, checkpoint: str | Path | None = None) -> Streami
     p99 42-51 ms against 58 for speculative, median the same); speculative on the CPU, where they are
     compute."""
     on_cuda = str(device).startswith("cuda")
-    window_file = Path(checkpoint) / WINDOW_FILE if checkpoint is not None else None
-    window = json.loads(window_file.read_text()) if window_file is not None and window_file.is_file() else {}
+    window = checkpoint_window(checkpoint) if checkpoint is not None else {}
     decoding = Decoding.TREE if on_cuda else Decoding.SPECULATIVE
     return StreamingConfig(**window, decode_graph=on_cuda, encode_graph=on_cuda, decoding=decoding)
 

@@ -11,7 +11,6 @@ identical to greedy's. Used by `streamvln bench agent --checkpoint PATH
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -24,14 +23,14 @@ def navigation_acceptance(checkpoint: str, episodes: int, seed: int = 0, draft: 
     """Greedy vs speculative (each draft policy, or only `draft`) vs tree over `episodes` simulated episodes."""
 
     from agent.streaming import Decoding, DraftPolicy, StreamingAgent, StreamingConfig
-    from agent.streaming.engine import WINDOW_FILE, load_checkpoint
+    from agent.streaming.engine import checkpoint_window, load_checkpoint
     from agent.streaming.loop import run_episode
     from envs.embedded import EmbeddedBackend, EmbeddedConfig
     from envs.episodes.generator import GeneratorConfig, generate_split
     from envs.task import TaskConfig, VLNTask
 
     folder = Path(checkpoint)
-    window = json.loads((folder / WINDOW_FILE).read_text()) if (folder / WINDOW_FILE).is_file() else {}
+    window = checkpoint_window(folder)
     model, processor = load_checkpoint(folder)
     generator = GeneratorConfig(min_geodesic_m=MIN_GEODESIC_M, max_geodesic_m=MAX_GEODESIC_M)
     split, _ = generate_split("val_unseen", episodes, seed=seed, config=generator)

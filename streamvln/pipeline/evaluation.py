@@ -23,7 +23,6 @@ from envs.sensors import SensorConfig
 
 log = logging.getLogger(__name__)
 
-WINDOW_FILE = "sample_window.json"  # written next to published weights (training/online.py)
 SCHEMES = ("streaming", "original")  # agent.streaming.CacheScheme values an evaluation may pick
 
 
@@ -62,11 +61,11 @@ def checkpoint_policy(path: str, use_depth_pose: bool = False, scheme: str = "st
                       voxel_pruning: bool = False, hfov_deg: float = 90.0, stop_bias: float = 0.0):
     """The streaming agent over a save_pretrained folder, with the window it was trained with."""
     from agent.streaming import StreamingAgent, StreamingConfig
-    from agent.streaming.engine import load_checkpoint
+    from agent.streaming.engine import checkpoint_window, load_checkpoint
     from agent.streaming.loop import StreamingPolicy
 
     folder = Path(path)
-    window = json.loads((folder / WINDOW_FILE).read_text()) if (folder / WINDOW_FILE).is_file() else {}
+    window = checkpoint_window(folder)
     model, processor = load_checkpoint(folder)
     config = StreamingConfig(**window, scheme=scheme, voxel_pruning=voxel_pruning, hfov_deg=hfov_deg,
                              stop_bias=stop_bias)

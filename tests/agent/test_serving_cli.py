@@ -90,3 +90,13 @@ def test_serving_defaults_decode_by_device():
     assert default_config("cuda").decoding is Decoding.TREE  # a config only: nothing runs on a GPU here
     assert default_config("cuda:1").decoding is Decoding.TREE
     assert default_config("cpu").decoding is Decoding.SPECULATIVE
+
+
+def test_a_checkpoint_is_served_with_its_training_window(tmp_path):
+    from agent.streaming.engine import checkpoint_window, default_config
+
+    assert checkpoint_window(tmp_path) == {} and default_config("cpu", tmp_path).num_frames == 32
+    (tmp_path / "sample_window.json").write_text('{"num_frames": 16, "num_future_steps": 4, "num_history": 8}')
+    assert checkpoint_window(tmp_path) == {"num_frames": 16, "num_future_steps": 4, "num_history": 8}
+    config = default_config("cpu", tmp_path)
+    assert (config.num_frames, config.num_future_steps, config.num_history) == (16, 4, 8)
