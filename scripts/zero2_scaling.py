@@ -6,7 +6,8 @@ setup OUT_DIR [WORKERS]: a navigation store + two train configs with the same gl
   ZeRO-2, 50 steps, the same samples per step; WORKERS data loader processes per rank, default 4).
 compare ONE_RUN TWO_RUN [ONE_RUN TWO_RUN ...] JSON: per pair the loss curves, their max relative
   difference and the samples/s ratio; over all pairs the pooled ratio (mean 2-GPU rate / mean 1-GPU rate)
-  and the median of the pairs' ratios.
+  and the median of the pairs' ratios; with several pairs, the repeat noise (max relative loss difference
+  between two runs of the same setting), the tolerance for the 1-GPU vs 2-GPU difference.
 """
 import json
 import statistics
@@ -51,10 +52,22 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _rel_diffs(a: list[float], b: list[float]) -> list[float]:
+    return [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(a, b)]
+
+
+def repeat_noise(runs: list[Path]) -> float | None:
+    """The largest max relative loss difference between two repeats of the same setting: the tolerance
+    a 1-GPU vs 2-GPU difference is judged against (bf16 reductions are not bitwise repeatable)."""
+    losses = [[m["loss"] for m in _metrics(run)] for run in runs]
+    diffs = [max(_rel_diffs(a, b)) for i, a in enumerate(losses) for b in losses[i + 1:]]
+    return max(diffs) if diffs else None
+
+
 def pair(one: Path, two: Path) -> dict:
     a, b = _metrics(one), _metrics(two)
     la, lb = [m["loss"] for m in a], [m["loss"] for m in b]
-    rel = [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(la, lb)]
+    rel = _rel_diffs(la, lb)
     skip = 5  # first steps: allocator, data loader warm-up
     sa = statistics.median(m["samples_per_s"] for m in a[skip:])
     sb = statistics.median(m["samples_per_s"] for m in b[skip:])
@@ -76,7 +89,8 @@ def compare(runs: list[Path], out: Path) -> None:
     two_rate = statistics.mean(p["samples_per_s_two_gpus"] for p in pairs)
     result = {"pairs": pairs, "samples_per_s_one_gpu": one_rate, "samples_per_s_two_gpus": two_rate,
               "scaling": two_rate / one_rate, "scaling_median_of_pairs": statistics.median(p["scaling"] for p in pairs),
-              "max_rel_diff": max(p["max_rel_diff"] for p in pairs)}
+              "max_rel_diff": max(p["max_rel_diff"] for p in pairs),
+              "repeat_noise_one_gpu": repeat_noise(runs[::2]), "repeat_noise_two_gpus": repeat_noise(runs[1::2])}
     out.write_text(json.dumps(result, indent=1))
     print({k: v for k, v in result.items() if k != "pairs"})
 

@@ -184,3 +184,31 @@ def test_rows_table_and_shipped_checkpoint_end_to_end(tmp_path, monkeypatch):
     assert np.isclose(summary["aggregate"]["NE"], full["policies"]["trained"]["NE"])
     engine = StreamingEngine.from_checkpoint(shipped)  # `streamvln demo --checkpoint`: the trained window
     assert engine.agent.config.num_frames == json.loads((shipped / "sample_window.json").read_text())["num_frames"]
+
+
+def test_second_round_variants_start_from_the_shipped_model_and_differ_only_in_beta():
+    dagger, control = load_run_config(BENCHMARK, variant="dagger_r2"), load_run_config(BENCHMARK, variant="expert_r2")
+    assert dagger.start_model == control.start_model == "checkpoints/benchmark_tiny_8k_dagger"
+    assert dagger.data.train_episodes == 16000 and dagger.online.steps == 3000
+    assert dagger.online.dagger_p == 0.75 and control.online.dagger_p == 1.0
+    assert dataclasses.replace(control.online, dagger_p=dagger.online.dagger_p) == dagger.online
+    assert control.data == dagger.data and control.train == dagger.train
+
+
+def test_start_model_stands_in_for_the_offline_stage(tmp_path):
+    values = yaml.safe_load(_toy_config(tmp_path).read_text())
+    path = tmp_path / "start.yaml"
+    path.write_text(yaml.safe_dump({**values, "start_model": str(tmp_path / "nowhere")}))
+    with pytest.raises(ValueError, match=r"start_model .* missing \['config.json'"):
+        load_run_config(path)
+    shipped = ROOT / "checkpoints" / "benchmark_tiny_8k_dagger"
+    path.write_text(yaml.safe_dump({**values, "start_model": str(shipped)}))
+    pipeline = Pipeline(load_run_config(path))
+    info = pipeline.stage_offline()
+    model = Path(info["model"])
+    assert info["steps"] == 0 and info["start_model"] == str(shipped)
+    assert (model / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    assert not (pipeline.dir / "offline" / "metrics.jsonl").exists()  # nothing was trained
+    # the online stage and the offline eval row read the copied model
+    assert pipeline.online_train_config().model_path == str(model)
+    assert pipeline.trained_model() == model

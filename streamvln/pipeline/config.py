@@ -48,6 +48,9 @@ class DataStage:
         return self.workers if self.workers is not None else max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
+# What a model folder (an exported run model or a shipped checkpoint) must hold to start a run from it.
+START_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "sample_window.json")
+
 MIN_SENSOR_SIDE = 8  # px: the smallest frame side a run config accepts (stricter than SensorConfig's 1)
 
 
@@ -190,6 +193,9 @@ class RunConfig:
     eval: EvalStage = field(default_factory=EvalStage)
     # Named overrides (deep-merged over this file) that make one table row each: `--variant NAME`.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A model folder (e.g. a shipped checkpoint) that stands in for the offline stage's behaviour-cloning
+    # model: the online stage then runs a further DAgger round on an earlier run's result ("" : train BC).
+    start_model: str = ""
     command: str = ""  # the command line that made this run (filled in by `streamvln run`)
 
     def validate(self) -> None:
@@ -204,6 +210,15 @@ class RunConfig:
         if "val_seen" in self.eval.splits and self.data.val_seen_episodes < 1:
             raise ValueError("eval.splits has val_seen but data.val_seen_episodes is 0")
         self._validate_train_data()
+        self._validate_start_model()
+
+    def _validate_start_model(self) -> None:
+        if not self.start_model:
+            return
+        folder = Path(self.start_model)
+        missing = [name for name in START_MODEL_FILES if not (folder / name).is_file()]
+        if missing:
+            raise ValueError(f"start_model {self.start_model!r} is not a saved model folder: missing {missing}")
 
     def _validate_train_data(self) -> None:
         """train.data (e.g. a variant's consistent_history) fails at load, not after data generation."""

@@ -5,7 +5,8 @@ so running the same name again skips finished stages (a killed run resumes at it
 
     data/       train + val_unseen splits (R2R-CE files)
     store/      the episode store: expert episodes, then the actors' DAgger episodes
-    offline/    offline training (checkpoints, tensorboard, metrics.jsonl, model/)
+    offline/    offline training (checkpoints, tensorboard, metrics.jsonl, model/), or model/ copied from
+                the config's start_model (a further DAgger round on an earlier model)
     online/     online learner (weights/v<N>/, checkpoints, metrics.jsonl) and actor logs
     eval/       <policy>.jsonl per-episode results
     metrics.json, report.md, loss.png, success.png, episode.gif
@@ -18,6 +19,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -131,6 +133,10 @@ class Pipeline:
         from training.online import write_window_settings
         from training.run import run_training
 
+        if self.config.start_model:  # a further round from an earlier model: nothing to train here
+            model = self.dir / "offline" / "model"
+            shutil.copytree(self.config.start_model, model, dirs_exist_ok=True)
+            return {"steps": 0, "model": str(model), "start_model": self.config.start_model}
         config = self.train_config(self.dir / "offline", int(self.config.train.get("steps", 100)))
         result = run_training(config, export=True)
         write_window_settings(result.export_dir, config)

@@ -1,0 +1,47 @@
+"""scripts/zero2_scaling.py compare: the pooled scaling and the repeat-noise tolerance of issue 5's check."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "zero2_scaling.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("zero2_scaling", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(folder: Path, losses: list[float], rate: float) -> Path:
+    folder.mkdir()
+    rows = [{"step": i + 1, "loss": loss, "samples_per_s": rate} for i, loss in enumerate(losses)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_compare_pools_rates_and_measures_repeat_noise(tmp_path):
+    script = _load()
+    base = [4.0, 3.0, 2.0, 1.5, 1.2, 1.0, 1.0, 1.0]
+    runs = [_run(tmp_path / "one1", base, 10.0), _run(tmp_path / "two1", [x * 1.02 for x in base], 18.0),
+            _run(tmp_path / "one2", [x * 1.05 for x in base], 30.0), _run(tmp_path / "two2", base, 60.0)]
+    script.compare(runs, tmp_path / "out.json")
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["scaling"] == pytest.approx((18 + 60) / 2 / ((10 + 30) / 2))  # pooled, not the mean ratio
+    assert result["scaling_median_of_pairs"] == pytest.approx((1.8 + 2.0) / 2)
+    assert result["repeat_noise_one_gpu"] == pytest.approx(0.05)
+    assert result["repeat_noise_two_gpus"] == pytest.approx(0.02 / 1.02)
+    assert result["max_rel_diff"] == pytest.approx(0.05 / 1.05)
+    with pytest.raises(SystemExit, match="pairs"):
+        script.compare(runs[:3], tmp_path / "odd.json")
+
+
+def test_one_pair_has_no_repeat_noise(tmp_path):
+    script = _load()
+    runs = [_run(tmp_path / "one", [2.0] * 6, 10.0), _run(tmp_path / "two", [2.0] * 6, 19.0)]
+    script.compare(runs, tmp_path / "out.json")
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["repeat_noise_one_gpu"] is None and result["scaling"] == pytest.approx(1.9)
