@@ -1,9 +1,10 @@
 """Issue 5's multi-GPU check, setup + comparison (run from the repo root; scripts/zero2_scaling.sh
 drives it on a machine with 2 GPUs).
 
-setup OUT_DIR [WORKERS]: a navigation store + two train configs with the same global batch of 16
+setup OUT_DIR [WORKERS [STEPS]]: a navigation store + two train configs with the same global batch of 16
   (one.yaml: 1 GPU x micro batch 8 x accumulation 2; two.yaml: 2 GPUs x micro batch 8; small preset,
-  ZeRO-2, 50 steps, the same samples per step; WORKERS data loader processes per rank, default 4).
+  ZeRO-2, the same samples per step; WORKERS data loader processes per rank, default 4; STEPS optimizer
+  steps, default 50: more steps give a steadier samples/s median).
 compare ONE_RUN TWO_RUN [ONE_RUN TWO_RUN ...] JSON: per pair the loss curves, their max relative
   difference and the samples/s ratio; over all pairs the pooled ratio (mean 2-GPU rate / mean 1-GPU rate)
   and the median of the pairs' ratios; with several pairs, the repeat noise (max relative loss difference
@@ -17,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def setup(out: Path, workers: int = 4) -> None:
+def setup(out: Path, workers: int = 4, steps: int = 50) -> None:
     sys.path.insert(0, str(REPO / "tests" / "rollout"))
     from rollout_fixtures import make_trajectory
 
@@ -33,7 +34,7 @@ model_preset: small
 tunable_parts: [mm_mlp_adapter, mm_language_model]
 zero_stage: 2
 bf16: true
-steps: 50
+steps: {steps}
 seed: 0
 micro_batch_size: 8
 grad_accum_steps: {accum}
@@ -97,6 +98,6 @@ def compare(runs: list[Path], out: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
-        setup(Path(sys.argv[2]), *(int(arg) for arg in sys.argv[3:4]))
+        setup(Path(sys.argv[2]), *(int(arg) for arg in sys.argv[3:5]))
     else:
         compare([Path(arg) for arg in sys.argv[2:-1]], Path(sys.argv[-1]))

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Issue 5: ZeRO-2 on 1 vs 2 GPUs with the same global batch (loss curves + samples/s scaling), then the
 # 7b preset's shapes under ZeRO-3 on 2 GPUs for a few steps. Needs 2 CUDA GPUs; about 4 minutes on
-# 2 x H100. Usage: OUT=results_dir [WORKERS=4] [REPEATS=1] [ZERO3=1] bash scripts/zero2_scaling.sh
+# 2 x H100. Usage: OUT=results_dir [WORKERS=4] [REPEATS=1] [STEPS=50] [ZERO3=1] bash scripts/zero2_scaling.sh
 # (WORKERS: data loader processes per rank; REPEATS: 1-GPU / 2-GPU pairs run alternately, pooled in
-# zero2_scaling.json, since one pair's ratio moved 1.55-1.98 on one machine; ZERO3=0 skips the 7b part)
+# zero2_scaling.json, since one pair's ratio moved 1.35-2.53 on one machine; STEPS: optimizer steps per
+# run; ZERO3=0 skips the 7b part)
 set -u
 OUT=${OUT:?set OUT to a results folder}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 W=$(mktemp -d)
-python3 scripts/zero2_scaling.py setup "$W" "${WORKERS:-4}"
+python3 scripts/zero2_scaling.py setup "$W" "${WORKERS:-4}" "${STEPS:-50}"
 clean="env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_PORT -u MASTER_ADDR"
 pairs=()
 for r in $(seq 1 "${REPEATS:-1}"); do
