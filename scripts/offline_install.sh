@@ -9,6 +9,6 @@ export PYTHONPATH="$TARGET:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target "$TARGET" \
   "$SRC"/scikit_fmm-*.tar.gz || return 1
 # DeepSpeed's op builder rejects the arch-specific suffix some CUDA images set (9.0a).
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST/9.0a/9.0} PYTHONUNBUFFERED=1
-[ -n "$TORCH_CUDA_ARCH_LIST" ] || export TORCH_CUDA_ARCH_LIST=9.0
+arch=${TORCH_CUDA_ARCH_LIST:-9.0}
+export TORCH_CUDA_ARCH_LIST=${arch//9.0a/9.0} PYTHONUNBUFFERED=1
 python3 -c "import skfmm, deepspeed, zmq, gymnasium; print('offline install ok: deepspeed', deepspeed.__version__)"

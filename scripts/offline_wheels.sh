@@ -2,8 +2,8 @@
 # Wheels for a GPU host without internet whose CUDA image already has torch, transformers, tokenizers,
 # safetensors, numpy, numba, msgpack, pillow, pyyaml, tqdm, rich, tensorboard, psutil, py-cpuinfo,
 # packaging, meson and ninja: everything else streamvln needs, for that host's Python, downloaded here
-# into DEST (default .whl). scikit-fmm publishes no Linux wheels: its sdist comes
-# along with meson-python to build it there. Install there with scripts/offline_install.sh.
+# into DEST (default .whl). scikit-fmm publishes no Linux wheels: its sdist comes along with meson-python
+# to build it there. Install there with scripts/offline_install.sh.
 # Usage: [DEST=.whl] [PY=3.12] bash scripts/offline_wheels.sh
 set -euo pipefail
 DEST=${DEST:-.whl}; PY=${PY:-3.12}
