@@ -12,8 +12,10 @@ W=$(mktemp -d)
 python3 scripts/zero2_scaling.py setup "$W" "${WORKERS:-4}" "${STEPS:-50}"
 clean="env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_PORT -u MASTER_ADDR"
 pairs=()
+# torchrun gives each rank OMP_NUM_THREADS=1; the 1-GPU run gets the same, so a pair differs only in GPUs
+# (with torch's default threads the 1-GPU run's loader workers were contended: 31-35 vs 39-51 samples/s).
 for r in $(seq 1 "${REPEATS:-1}"); do
-  $clean CUDA_VISIBLE_DEVICES=0 python3 -m streamvln.cli train --config "$W/one.yaml" --out "$W/one$r" --no-export
+  $clean OMP_NUM_THREADS=1 CUDA_VISIBLE_DEVICES=0 python3 -m streamvln.cli train --config "$W/one.yaml" --out "$W/one$r" --no-export
   $clean python3 -m torch.distributed.run --nproc_per_node 2 -m streamvln.cli train --config "$W/two.yaml" \
     --out "$W/two$r" --no-export
   pairs+=("$W/one$r" "$W/two$r")

@@ -213,7 +213,10 @@ class StreamingAgent:
         drafts = self._drafts(sessions)
         if drafts is not None:
             segments = [[*segs, Segment(ids)] for segs, ids in zip(segments, drafts)]
-        stepper = self._stepper(sessions, [sum(seg.length for seg in segs) for segs in segments])
+        counts = [sum(seg.length for seg in segs) for segs in segments]
+        for session, count in zip(sessions, counts):
+            session.stats.prefilled_tokens += count
+        stepper = self._stepper(sessions, counts)
         embeds = [embed_segments(self.text_model, segs) for segs in segments]
         if self.tree is not None:
             tail = stepper.prefill(embeds, tail=self.tree.size + 1, tree=self.tree)

@@ -25,6 +25,7 @@ class SessionStats:
     passes: int = 0  # decoder forwards (weight passes) over all calls: prefill + decode steps
     drafted: int = 0  # speculative draft tokens fed
     accepted: int = 0  # of them, those greedy decoding agreed with
+    prefilled_tokens: int = 0  # tokens the calls prefilled (turns, memory, answer tails, drafts / tree nodes)
 
     def count_decoding(self, decoded: Decoded) -> None:
         self.passes += decoded.passes
@@ -38,7 +39,7 @@ class SessionStats:
             "frames_encoded": self.frames_encoded, "memory_tokens": list(self.memory_tokens),
             "pruned_fraction_mean": float(np.mean(pruned)) if pruned else 0.0,
             "passes": self.passes, "passes_per_call": self.passes / self.calls if self.calls else 0.0,
-            "drafted": self.drafted, "accepted": self.accepted,
+            "drafted": self.drafted, "accepted": self.accepted, "prefilled_tokens": self.prefilled_tokens,
             "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
         }
 

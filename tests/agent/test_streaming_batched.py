@@ -49,5 +49,10 @@ def test_batched_sessions_match_single_sessions(decode_graph):
     lengths = {s.cache.length for s in batch}
     assert len(lengths) == len(INSTRUCTIONS)  # genuinely ragged
     assert_batched_matches_single(batched_out, single_out, batch, singles)
+    # The same turns whether batched or not; each call prefills at least its frame's pooled tokens.
+    prefilled = [s.stats.prefilled_tokens for s in batch]
+    assert prefilled == [s.stats.prefilled_tokens for s in singles]
+    per_frame = batched.tokens_per_frame
+    assert all(count >= (6 - i) * per_frame for i, count in enumerate(prefilled))
     for a, b in zip(batch, singles):
         torch.testing.assert_close(a.cache.layer_tensors()[1][0], b.cache.layer_tensors()[1][0], atol=1e-5, rtol=0)

@@ -27,7 +27,16 @@ def test_bench_agent_reports_schemes_logit_diff_and_batching(tmp_path, capsys):
     assert result["schemes"]["original"]["stats"]["frames_encoded"] > 10  # memory re-encoded from pixels
     assert result["max_abs_logit_diff"]["windows"] == 2
     assert result["max_abs_logit_diff"]["allowed_ids"] < 1e-4
-    assert result["batched"]["sessions"] == 2 and result["batched"]["batched_actions_per_s"] > 0
+    batched = result["batched"]
+    assert batched["sessions"] == 2 and batched["batched_actions_per_s"] > 0
+    one_call, one_round = batched["single_call_median_ms"], batched["batched_call_median_ms"]
+    assert one_call["prefilled_tokens_per_round"] >= result["tokens_per_frame"]  # a turn holds a frame
+    assert one_round["prefilled_tokens_per_round"] >= 2 * result["tokens_per_frame"]  # 2 sessions' turns
+    ceiling = batched["ceiling"]  # a round at the GEMM floor vs the measured single-session call
+    assert ceiling["round_compute_floor_ms"] == pytest.approx(
+        one_round["prefilled_tokens_per_round"] / 1000 * result["floor"]["prefill_compute_ms_per_1k_tokens"]
+        + one_round["encode"])
+    assert ceiling["ratio_ceiling"] == pytest.approx(2 * one_call["total"] / ceiling["round_compute_floor_ms"])
     streaming = result["schemes"]["streaming"]  # speculative by default: fewer passes than 4 per call
     assert streaming["decoding"] == "speculative" and 1 <= streaming["passes_per_call"] <= 4
     stats = streaming["stats"]  # every accepted draft saves one of greedy's 4 passes

@@ -45,3 +45,14 @@ def test_one_pair_has_no_repeat_noise(tmp_path):
     script.compare(runs, tmp_path / "out.json")
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["repeat_noise_one_gpu"] is None and result["scaling"] == pytest.approx(1.9)
+
+
+def test_loss_curves_are_compared_over_the_first_50_steps(tmp_path):
+    script = _load()
+    head = [3.0 - 0.04 * i for i in range(50)]
+    one = _run(tmp_path / "one", head + [1e-4] * 10, 10.0)  # a memorised store: tiny late losses
+    two = _run(tmp_path / "two", [x * 1.01 for x in head] + [3e-4] * 10, 19.0)
+    script.compare([one, two], tmp_path / "out.json")
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["max_rel_diff"] == pytest.approx(0.01)  # step 51 on (200% apart) is not counted
+    assert result["pairs"][0]["steps"] == [60, 60]
