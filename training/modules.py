@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from transformers.utils import ModelOutput
 
 from training.config import SpeedConfig
 from training.loss import TokenLosses, assistant_only_cross_entropy, full_logits_cross_entropy
@@ -119,11 +120,17 @@ def parts_for(model: nn.Module) -> ModelParts:
 
 
 @dataclass
-class StepLoss:
-    loss: torch.Tensor
-    token_losses: torch.Tensor | None  # per labelled token (detached), None on the plain path
-    rows: torch.Tensor | None  # batch row of each token loss
-    num_tokens: int | torch.Tensor  # LM tokens processed, padding excluded (a tensor: no device sync)
+class StepLoss(ModelOutput):
+    """A ModelOutput (a dict) on purpose: DeepSpeed hooks the tensors it finds in the forward's output
+    (dicts, lists, tensors; not dataclasses) to run its backward prologue, which starts the backward
+    timers and gives the ZeRO optimizer this micro batch's accumulation boundary before its gradient
+    hooks fire. Hidden in a plain dataclass, the loss got no hook: `wall_clock_breakdown` failed and
+    ZeRO read the previous micro batch's boundary during backward."""
+
+    loss: torch.Tensor | None = None
+    token_losses: torch.Tensor | None = None  # per labelled token (detached), None on the plain path
+    rows: torch.Tensor | None = None  # batch row of each token loss
+    num_tokens: int | torch.Tensor | None = None  # LM tokens processed, padding excluded (a tensor: no sync)
 
 
 class TrainingModule(nn.Module):

@@ -31,6 +31,27 @@ def test_zero_stage_steps_reduce_the_loss_on_a_fixed_batch(make_config, stage):
         assert key in scalars and scalars[key] == scalars[key]  # present and not NaN
 
 
+@pytest.mark.parametrize(("stage", "parts"), [(2, True), (3, True), (2, False)])
+def test_deepspeed_runs_its_backward_prologue(make_config, stage, parts):
+    """DeepSpeed hooks the loss it finds in the module's output to run its backward prologue (timers,
+    the ZeRO optimizer's accumulation boundary). With `wall_clock_breakdown` an unpaired backward timer
+    fails the step, as it did while the loss sat in a plain dataclass."""
+    config = make_config(zero_stage=stage, steps=2, grad_accum_steps=2,
+                         deepspeed_overrides={"wall_clock_breakdown": True})
+    if not parts:  # the plain Hugging Face path: model(**batch).loss
+        config.speed.assistant_only_logits = config.speed.packing = False
+    learner = lm_learner(config, parts=parts)
+    optimizer, seen = learner.engine.optimizer, []  # the boundary ZeRO-2 reads as each gradient arrives
+    if stage == 2:
+        process = optimizer.process_gradients
+        optimizer.process_gradients = lambda *a: seen.append(optimizer.is_gradient_accumulation_boundary()) or process(*a)
+    for _ in range(2):
+        assert learner.train_step()["loss"] > 0
+    if stage == 2:  # per step: the first micro batch accumulates, the second is the boundary (not one late)
+        per_micro_batch = len(seen) // 4
+        assert seen == ([False] * per_micro_batch + [True] * per_micro_batch) * 2
+
+
 def test_lr_follows_warmup_cosine(make_config):
     config = make_config(steps=6)
     config.schedule.warmup_steps, config.schedule.min_lr_ratio = 2, 0.2
