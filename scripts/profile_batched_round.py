@@ -17,14 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from agent.streaming import Observation, StreamingAgent, StreamingConfig
 from agent.streaming.engine import random_model
-from streamvln.benchmarks.agent import FrameSource
-
-
-def staggered_sessions(agent: StreamingAgent, frames: FrameSource, count: int) -> list:
-    sessions = [agent.open(f"episode {i}: find the blue chair in the office", name=f"p{i}") for i in range(count)]
-    for lead in range(1, count):  # untimed: session i gets i calls ahead
-        agent.act_batch(sessions[lead:], [Observation(frames.next()) for _ in sessions[lead:]])
-    return sessions
+from streamvln.benchmarks.agent import FrameSource, staggered_sessions
 
 
 def main() -> None:

@@ -228,6 +228,18 @@ def logit_check(agent: StreamingAgent, frames: FrameSource) -> dict:
             "full_vocab_first_step": max(full)}
 
 
+def staggered_sessions(agent: StreamingAgent, frames: FrameSource, count: int) -> list:
+    """`count` open sessions, session i already i calls in, so their caches differ in length and one of
+    them starts a window in most rounds (scripts/profile_batched_round.py uses the same batch)."""
+    from agent.streaming import Observation
+
+    opened = [agent.open(f"episode {i}: find the blue chair in the office", name=f"b{i}") for i in range(count)]
+    for lead in range(1, count):  # untimed: session i gets i calls ahead
+        ahead = opened[lead:]
+        agent.act_batch(ahead, [Observation(frames.next()) for _ in ahead])
+    return opened
+
+
 def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int, steps: int,
                        sequential: bool = False) -> dict:
     """Actions/s of `sessions` sessions advanced together vs one session alone.
@@ -244,10 +256,7 @@ def batched_throughput(agent: StreamingAgent, frames: FrameSource, sessions: int
     def run_sessions(count: int, calls: int, one_by_one: bool = False) -> tuple[float, int, dict]:
         """(seconds, actions, median ms per part + the decoding's passes per call and acceptance + the
         tokens prefilled per round of `count` calls)."""
-        opened = [agent.open(f"episode {i}: find the blue chair in the office", name=f"b{i}") for i in range(count)]
-        for lead in range(1, count):  # untimed: session i gets i calls ahead
-            ahead = opened[lead:]
-            agent.act_batch(ahead, [Observation(frames.next()) for _ in ahead])
+        opened = staggered_sessions(agent, frames, count)
         prefilled_before = sum(s.stats.prefilled_tokens for s in opened)
         actions, start, parts = 0, agent.now_ms(), {"encode": [], "prefill": [], "generate": [], "total": []}
         decoded = []
