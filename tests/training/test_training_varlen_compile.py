@@ -133,3 +133,11 @@ def test_speed_config_rejects_bad_compile_settings():
     for bad in ({"pack_multiple": -1}, {"compile_shapes": "sometimes"}, {"compile_backend": "tvm"}):
         with pytest.raises(ValueError, match="speed."):
             SpeedConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("implementation, warned", [("sdpa", True), ("eager", True), ("sdpa_varlen", False)])
+def test_packing_with_a_dense_mask_attention_is_warned(caplog, implementation, warned):
+    speed = SpeedConfig(packing=True, attn_implementation=implementation, gradient_checkpointing=False)
+    with caplog.at_level("WARNING", logger="training.model_setup"):
+        prepare_model(tiny_lm(seed=1), ("mm_language_model",), speed)
+    assert any("square of the micro batch" in record.message for record in caplog.records) == warned
