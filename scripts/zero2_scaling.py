@@ -1,10 +1,12 @@
 """Issue 5's multi-GPU check, setup + comparison (run from the repo root; scripts/zero2_scaling.sh
 drives it on a machine with 2 GPUs).
 
-setup OUT_DIR [WORKERS [STEPS]]: a navigation store + two train configs with the same global batch of 16
-  (one.yaml: 1 GPU x micro batch 8 x accumulation 2; two.yaml: 2 GPUs x micro batch 8; small preset,
-  ZeRO-2, the same samples per step; WORKERS data loader processes per rank, default 4; STEPS optimizer
-  steps, default 50: more steps give a steadier samples/s median).
+setup OUT_DIR [WORKERS [STEPS [BUCKET [MICRO]]]]: a navigation store + two train configs with the same
+  global batch of 2 x MICRO (one.yaml: 1 GPU x micro batch MICRO x accumulation 2; two.yaml: 2 GPUs x
+  micro batch MICRO; small preset, ZeRO-2, the same samples per step; MICRO default 8; WORKERS data loader
+  processes per rank, default 4; STEPS optimizer steps, default 50: more steps give a steadier samples/s
+  median; BUCKET, if given and not 0, ZeRO's reduce_bucket_size in elements for both, over
+  configs/deepspeed/zero2.json's).
 compare ONE_RUN TWO_RUN [ONE_RUN TWO_RUN ...] JSON: per pair the loss curves, their max relative
   difference (first 50 steps) and the samples/s ratio; over all pairs the pooled ratio (mean 2-GPU rate / mean 1-GPU rate)
   and the median of the pairs' ratios; with several pairs, the repeat noise (max relative loss difference
@@ -18,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def setup(out: Path, workers: int = 4, steps: int = 50) -> None:
+def setup(out: Path, workers: int = 4, steps: int = 50, bucket: int = 0, micro: int = 8) -> None:
     sys.path.insert(0, str(REPO / "tests" / "rollout"))
     from rollout_fixtures import make_trajectory
 
@@ -28,7 +30,8 @@ def setup(out: Path, workers: int = 4, steps: int = 50) -> None:
     store = EpisodeStore(store_dir, StoreConfig(fsync=False))
     for index in range(128):
         store.add(make_trajectory(num_steps=64, episode_id=f"ep{index}", size=64))
-    for name, accum in (("one", 2), ("two", 1)):  # global batch 16 = 1 x 8 x 2 = 2 x 8 x 1
+    overrides = f"deepspeed_overrides: {{zero_optimization: {{reduce_bucket_size: {bucket}}}}}" if bucket else ""
+    for name, accum in (("one", 2), ("two", 1)):  # global batch 2 x micro = 1 x micro x 2 = 2 x micro x 1
         (out / f"{name}.yaml").write_text(f"""
 model_preset: small
 tunable_parts: [mm_mlp_adapter, mm_language_model]
@@ -36,7 +39,7 @@ zero_stage: 2
 bf16: true
 steps: {steps}
 seed: 0
-micro_batch_size: 8
+micro_batch_size: {micro}
 grad_accum_steps: {accum}
 progress: false
 log_every: 1
@@ -46,6 +49,7 @@ data: {{num_frames: 32, num_history: 8, num_workers: {workers}, pin_memory: true
         sources: [{{kind: store, path: {store_dir}, name: nav}}]}}
 speed: {{packing: true, attn_implementation: sdpa_varlen, assistant_only_logits: true,
          gradient_checkpointing: false}}
+{overrides}
 """)
 
 
@@ -103,6 +107,6 @@ def compare(runs: list[Path], out: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
-        setup(Path(sys.argv[2]), *(int(arg) for arg in sys.argv[3:5]))
+        setup(Path(sys.argv[2]), *(int(float(arg)) for arg in sys.argv[3:7]))
     else:
         compare([Path(arg) for arg in sys.argv[2:-1]], Path(sys.argv[-1]))
