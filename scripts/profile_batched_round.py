@@ -10,14 +10,12 @@ Usage (repo root): python3 scripts/profile_batched_round.py [--preset 7b] [--dev
 """
 
 import argparse
-import time
-
-import torch
-from torch.profiler import ProfilerActivity, profile
+import itertools
 
 from agent.streaming import Observation, StreamingAgent, StreamingConfig
 from agent.streaming.engine import random_model
 from streamvln.benchmarks.agent import FrameSource, staggered_sessions
+from streamvln.benchmarks.profiling import profiled
 
 
 def main() -> None:
@@ -36,17 +34,14 @@ def main() -> None:
     sessions = staggered_sessions(agent, frames, args.sessions)
     for _ in range(args.warm_rounds):
         agent.act_batch(sessions, [Observation(frames.next()) for _ in sessions])
-    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    sync()
-    start = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for index in range(args.rounds):
-            out = agent.act_batch(sessions, [Observation(frames.next()) for _ in sessions])[0]
-            timings = {key: round(value, 1) for key, value in out.timings_ms.items()}
-            print(f"round {index}: {timings}, cache lengths {[s.cache.length for s in sessions]}")
-        sync()
-    wall_ms = (time.perf_counter() - start) * 1e3
+    counter = itertools.count()
+
+    def one_round() -> None:
+        out = agent.act_batch(sessions, [Observation(frames.next()) for _ in sessions])[0]
+        timings = {key: round(value, 1) for key, value in out.timings_ms.items()}
+        print(f"round {next(counter)}: {timings}, cache lengths {[s.cache.length for s in sessions]}")
+
+    prof, wall_ms = profiled(one_round, args.rounds, on_cuda)
     events = prof.key_averages()
     kernel_ms = sum(event.self_device_time_total for event in events) / 1e3
     print(f"{args.rounds} rounds: wall {wall_ms:.0f} ms, summed device kernels {kernel_ms:.0f} ms")

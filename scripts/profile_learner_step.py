@@ -14,40 +14,10 @@ on 2 GPUs: python3 -m torch.distributed.run --nproc_per_node 2 scripts/profile_l
 import argparse
 import os
 import tempfile
-import time
 
-import torch
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
-
+from streamvln.benchmarks.profiling import device_busy_ms, host_sync_counts, profiled
 from training.config import load_train_config
 from training.run import build_learner
-
-# Ops after which the host has waited for the device.
-HOST_SYNC_OPS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
-                 "cudaEventSynchronize")
-
-
-def busy_ms(events) -> float:
-    """Milliseconds in which at least one device kernel runs (union of intervals, all streams)."""
-    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA)
-    total, end = 0.0, float("-inf")
-    for start, stop in spans:
-        if stop <= end:
-            continue
-        total += stop - max(start, end)
-        end = stop
-    return total / 1e3
-
-
-def sync_counts(events) -> dict[str, tuple[int, float]]:
-    """(calls, host ms) of each host-sync op."""
-    counts: dict[str, tuple[int, float]] = {}
-    for event in events:
-        if event.name in HOST_SYNC_OPS:
-            calls, ms = counts.get(event.name, (0, 0.0))
-            counts[event.name] = (calls + 1, ms + event.cpu_time_total / 1e3)
-    return counts
 
 
 def main() -> None:
@@ -63,26 +33,18 @@ def main() -> None:
     learner = build_learner(config)
     for _ in range(args.warm):
         learner.train_step()
-    on_cuda = learner.device.type == "cuda"
-    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    sync()
-    start = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for _ in range(args.steps):
-            learner.train_step()
-        sync()
-    wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
+    prof, wall_ms = profiled(learner.train_step, args.steps, cuda=learner.device.type == "cuda")
+    wall_ms /= args.steps
     if int(os.environ.get("RANK", "0")):
         return
     world = int(os.environ.get("WORLD_SIZE", "1"))
     print(f"{world} rank(s), micro batch {config.micro_batch_size} x {config.grad_accum_steps} accumulated: "
           f"{wall_ms:.1f} ms per step (wall)")
     events = prof.events()
-    if on_cuda:
-        busy = busy_ms(events) / args.steps
+    if learner.device.type == "cuda":
+        busy = device_busy_ms(events) / args.steps
         print(f"GPU busy {busy:.1f} ms per step, idle {100 * (1 - busy / wall_ms):.0f}% of the wall time")
-    for name, (calls, ms) in sync_counts(events).items():
+    for name, (calls, ms) in host_sync_counts(events).items():
         print(f"host sync {name}: {calls / args.steps:.1f} per step, {ms / args.steps:.1f} ms per step")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
 

@@ -24,8 +24,8 @@ compiled_graphs / graph_breaks what torch.compile built during the run (a later 
 shapes reuses the graphs of an earlier one).
 Each run also reports `mfu_lm_head_all_tokens` (lm_head counted on every token, the 6 x params x tokens
 convention of DESIGN.md's reference numbers); --profile-dir adds a torch.profiler table per run and
-`gpu_busy_fraction` (kernel time / wall time: low means host-bound). A run that runs out of GPU memory
-is reported as {"error": ...} and the benchmark goes on.
+`gpu_busy_fraction` (the share of wall time in which some kernel runs: low means host-bound). A run that
+runs out of GPU memory is reported as {"error": ...} and the benchmark goes on.
 """
 
 from __future__ import annotations
@@ -309,32 +309,23 @@ def _step_input(runner, batches):
 
 def _profile(runner, batches, out_dir: str, label: str, steps: int = 2) -> float | None:
     """Profile `steps` more steps; writes the op table to out_dir/<label>.txt and returns the fraction
-    of wall time the GPU ran kernels (low = host-bound: syncs, launches, Python between kernels; kernels
-    of several streams may overlap, so it can exceed 1 with communication overlap)."""
+    of wall time in which some GPU kernel runs (the union over streams; low = host-bound: syncs,
+    launches, Python between kernels); None on the CPU, which has no device timeline."""
     from pathlib import Path
 
     import torch
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+
+    from streamvln.benchmarks.profiling import device_busy_ms, profiled
 
     cuda = torch.cuda.is_available()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        started = time.perf_counter()
-        for _ in range(steps):
-            runner.step(_step_input(runner, batches))
-        if cuda:
-            torch.cuda.synchronize()
-        wall_us = (time.perf_counter() - started) * 1e6
-    averages = prof.key_averages()
-    sort_key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    # Device-side events only (kernels, memcpy, memset): CPU ops also carry their kernels' time.
-    kernel_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    busy = kernel_us / wall_us if wall_us > 0 and cuda else None  # no device timeline on the CPU
+    prof, wall_ms = profiled(lambda: runner.step(_step_input(runner, batches)), steps, cuda)
+    kernel_ms = device_busy_ms(prof.events())
+    busy = kernel_ms / wall_ms if wall_ms > 0 and cuda else None
     path = Path(out_dir) / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in label)}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"{label}: {steps} steps, wall {wall_us / 1e3:.1f} ms, kernels {kernel_us / 1e3:.1f} ms, busy {busy}\n"
-    path.write_text(header + averages.table(sort_by=sort_key, row_limit=30, max_name_column_width=60))
+    sort_key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    header = f"{label}: {steps} steps, wall {wall_ms:.1f} ms, kernels {kernel_ms:.1f} ms, busy {busy}\n"
+    path.write_text(header + prof.key_averages().table(sort_by=sort_key, row_limit=30, max_name_column_width=60))
     return busy
 
 

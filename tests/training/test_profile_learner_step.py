@@ -1,6 +1,6 @@
-"""scripts/profile_learner_step.py: the GPU-busy union and host-sync counts, and a CPU run of a tiny learner."""
+"""streamvln.benchmarks.profiling (the GPU-busy union, host-sync counts) and scripts/profile_learner_step.py on the
+CPU with a tiny learner."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,15 +9,10 @@ from types import SimpleNamespace
 import pytest
 from torch.autograd import DeviceType
 
+from streamvln.benchmarks.profiling import device_busy_ms, host_sync_counts
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "profile_learner_step.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("profile_learner_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _event(start_us: float, end_us: float, device=DeviceType.CUDA, name="kernel", cpu_us=0.0):
@@ -26,22 +21,20 @@ def _event(start_us: float, end_us: float, device=DeviceType.CUDA, name="kernel"
 
 
 def test_busy_time_is_the_union_of_kernel_intervals_over_streams():
-    script = _load()
     events = [_event(0, 1000), _event(500, 1500),  # overlapping (compute + communication stream): 1.5 ms
               _event(600, 700),  # inside the first two
               _event(3000, 3500),  # after a 1.5 ms gap
               _event(0, 9000, device=DeviceType.CPU)]  # host ops do not count
-    assert script.busy_ms(events) == pytest.approx(2.0)
-    assert script.busy_ms([]) == 0.0
+    assert device_busy_ms(events) == pytest.approx(2.0)
+    assert device_busy_ms([]) == 0.0
 
 
 def test_host_syncs_are_counted_by_op():
-    script = _load()
     events = [_event(0, 1, DeviceType.CPU, "aten::_local_scalar_dense", 30.0),
               _event(2, 3, DeviceType.CPU, "aten::_local_scalar_dense", 10.0),
               _event(4, 5, DeviceType.CPU, "cudaStreamSynchronize", 500.0),
               _event(6, 7, DeviceType.CPU, "aten::mm", 900.0)]
-    assert script.sync_counts(events) == {"aten::_local_scalar_dense": (2, pytest.approx(0.04)),
+    assert host_sync_counts(events) == {"aten::_local_scalar_dense": (2, pytest.approx(0.04)),
                                           "cudaStreamSynchronize": (1, pytest.approx(0.5))}
 
 

@@ -39,11 +39,15 @@ def test_bench_learner_tiny_on_the_cpu(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     assert main(["bench", "learner", "--json", str(out), "--preset", "tiny", "--seq", "128", "--steps", "1",
-                 "--warmup", "0", "--micro-batch", "2", "--variants", "aolog+pack"]) == 0
+                 "--warmup", "0", "--micro-batch", "2", "--variants", "aolog+pack",
+                 "--profile-dir", str(tmp_path / "profiles")]) == 0
     result = json.loads(out.read_text())
     assert set(result["runs"]) == {"baseline_hf", "learner_lm:aolog+pack", "learner_slowfast:aolog+pack"}
     for run in result["runs"].values():
         assert run["tokens_per_s"] > 0 and run["mfu"] > 0 and run["peak_memory_gib"] > 0
+        assert run["gpu_busy_fraction"] is None  # no device timeline on the CPU
+    tables = sorted((tmp_path / "profiles").glob("*.txt"))
+    assert len(tables) == 3 and all("2 steps, wall" in t.read_text() and "aten::" in t.read_text() for t in tables)
     lm = result["runs"]["learner_lm:aolog+pack"]
     assert lm["model_tflop_per_step"] == pytest.approx(result["runs"]["baseline_hf"]["model_tflop_per_step"])
     assert result["runs"]["learner_slowfast:aolog+pack"]["model_tflop_per_step"] > lm["model_tflop_per_step"]
