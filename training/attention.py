@@ -3,7 +3,8 @@
 With padding-free packing, transformers' SDPA path builds an (N x N) block-diagonal mask, which rules
 out SDPA's flash kernel. This attention function instead reads the packed layout from two kwargs that
 training/modules.py passes through the LM (`packed_cu_seqlens`: int32 (S + 1,) sample starts and the
-total, on the model device; `packed_max_seqlen`: an int, an upper bound of a sample's length):
+total, on the model device; `packed_max_seqlen`: an int, an upper bound of a sample's length, which
+the flash kernels size their grid and buffers by, per sample):
 
 - CUDA: one fused varlen flash-attention call per layer for the whole micro batch
   (torch.nn.attention.varlen, a torch.library custom op: torch.compile traces it, no graph break, and

@@ -29,7 +29,11 @@ class Packed:
     sample_of_token: torch.Tensor  # (N,) batch row each packed token came from (padding: the last row)
     bounds: tuple[int, ...]  # start of each sample and the real total, as Python ints (0, n0, n0 + n1, ...)
     cu_seqlens: torch.Tensor  # int32 (S + 1,), (S + 2,) with buckets (padding block, maybe empty): starts and N
-    max_seqlen: int  # an upper bound of any block's length (N: stable under bucketing, no recompiles)
+    # An upper bound of any block's length: the longest sample (or padding block) rounded up to a power of
+    # two, so compiled layers see few distinct values. Flash varlen kernels size their grid and softmax
+    # buffers as (samples x max_seqlen): the packed total N here cost O(samples x N), quadratic in the
+    # micro batch.
+    max_seqlen: int
 
     @property
     def real_tokens(self) -> int:
@@ -41,6 +45,11 @@ def bucketed_length(tokens: int, multiple: int) -> int:
     if multiple <= 1:
         return tokens
     return -(-tokens // multiple) * multiple
+
+
+def next_power_of_two(value: int) -> int:
+    """The smallest power of two >= value (value >= 1)."""
+    return 1 << (value - 1).bit_length()
 
 
 def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
@@ -83,5 +92,5 @@ def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, label
         sample_of_token=rows,
         bounds=tuple(bounds),
         cu_seqlens=torch.tensor(cu_bounds, dtype=torch.int32).to(inputs_embeds.device, non_blocking=True),
-        max_seqlen=total,
+        max_seqlen=next_power_of_two(max(*host_lengths, pad)),
     )

@@ -15,8 +15,9 @@ def _qkv(heads: int, kv_heads: int, tokens: int, dim: int = 64):
     return make(heads), make(kv_heads), make(kv_heads)
 
 
+@pytest.mark.parametrize("max_seqlen", [1024, 512])  # the packed total, or the blocks' power-of-two bound
 @pytest.mark.parametrize("bounds", [[0, 300, 700, 1000, 1024], [0, 300, 700, 1024, 1024]])
-def test_fused_varlen_equals_per_sample_sdpa_on_cuda(bounds):
+def test_fused_varlen_equals_per_sample_sdpa_on_cuda(bounds, max_seqlen):
     """3 samples + a bucket-padding block (the second: empty, the bucket is exactly full)."""
     from training import attention
 
@@ -25,7 +26,7 @@ def test_fused_varlen_equals_per_sample_sdpa_on_cuda(bounds):
     q, k, v = _qkv(14, 2, 1024)  # GQA as the small preset (14 query heads, 2 KV heads)
     cu = torch.tensor(bounds, dtype=torch.int32, device="cuda")
     fused, _ = attention.sdpa_varlen_attention(module, q, k, v, None, scaling=0.125, packed_cu_seqlens=cu,
-                                               packed_max_seqlen=1024)
+                                               packed_max_seqlen=max_seqlen)
     grads = torch.autograd.grad(fused.float().square().sum(), (q, k, v))
     reference = attention._per_sample_sdpa(q, k, v, cu, 0.0, 0.125)
     ref_grads = torch.autograd.grad(reference.float().square().sum(), (q, k, v))
