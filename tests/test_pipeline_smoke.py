@@ -29,7 +29,10 @@ def test_smoke_run_end_to_end(tmp_path, monkeypatch):
     assert metrics["policies"]["forward"]["SR"] == 0.0  # never stops
     stages = json.loads((run_dir / "stages.json").read_text())
     assert stages["online"]["episodes"] >= config.online.min_new_episodes
-    assert stages["online"]["versions"] >= 2 and not stages["online"]["rejected"]
+    assert stages["online"]["versions"] >= 2
+    # A stale episode (its policy more than max_policy_lag versions behind when it arrives) is pacing: the
+    # learner outran the actor, which depends on the machine. Any other rejection is an error.
+    assert set(stages["online"]["rejected"]) <= {"stale"}
     assert Path(metrics["trained_model"]).name.startswith("v")
     report = (run_dir / "report.md").read_text()
     assert "| trained |" in report and "episode.gif" in report
