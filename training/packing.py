@@ -29,10 +29,11 @@ class Packed:
     sample_of_token: torch.Tensor  # (N,) batch row each packed token came from (padding: the last row)
     bounds: tuple[int, ...]  # start of each sample and the real total, as Python ints (0, n0, n0 + n1, ...)
     cu_seqlens: torch.Tensor  # int32 (S + 1,), (S + 2,) with buckets (padding block, maybe empty): starts and N
-    # An upper bound of any block's length: the longest sample (or padding block) rounded up to a power of
-    # two, so compiled layers see few distinct values. Flash varlen kernels size their grid and softmax
-    # buffers as (samples x max_seqlen): the packed total N here cost O(samples x N), quadratic in the
-    # micro batch.
+    # An upper bound of any block's length. Flash varlen kernels size their grid and softmax buffers as
+    # (samples x max_seqlen), so the packed total N costs O(samples x N), quadratic in the micro batch:
+    # without buckets it is the longest sample rounded up to a power of two. With buckets (the
+    # torch.compile setting) it stays N, one value per bucket, so a static compile builds one graph per
+    # bucket instead of one per (bucket, longest sample).
     max_seqlen: int
 
     @property
@@ -92,5 +93,5 @@ def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, label
         sample_of_token=rows,
         bounds=tuple(bounds),
         cu_seqlens=torch.tensor(cu_bounds, dtype=torch.int32).to(inputs_embeds.device, non_blocking=True),
-        max_seqlen=next_power_of_two(max(*host_lengths, pad)),
+        max_seqlen=total if multiple > 1 else next_power_of_two(max(host_lengths)),
     )

@@ -62,15 +62,19 @@ def test_bucketed_packing_pads_a_masked_trailing_block():
     assert packed.inputs_embeds.flatten().tolist() == [0, 1, 2, 5, 6, 7, 0, 0]
     assert packed.labels.tolist() == [[-100, 6, 7, -100, 9, 10, -100, -100]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 0, 1]]  # padding is its own block
-    # max_seqlen bounds each block (samples of 3, padding of 2) as a power of two, not the packed total
-    assert packed.cu_seqlens.tolist() == [0, 3, 6, 8] and packed.max_seqlen == 4
+    assert packed.cu_seqlens.tolist() == [0, 3, 6, 8] and packed.max_seqlen == 8  # with buckets: the total
     assert pack_padded(embeds, mask, labels).cu_seqlens.tolist() == [0, 3, 6]  # no bucket: no padding block
     exact = pack_padded(embeds, mask, labels, multiple=3)  # 6 tokens fill the bucket: an empty padding block
     assert exact.cu_seqlens.tolist() == [0, 3, 6, 6] and exact.inputs_embeds.shape[1] == 6
     assert [bucketed_length(n, 256) for n in (1, 256, 257)] == [256, 256, 512] and bucketed_length(7, 0) == 7
     assert [next_power_of_two(n) for n in (1, 2, 3, 200, 256, 257)] == [1, 2, 4, 256, 256, 512]
-    long_padding = pack_padded(embeds, mask, labels, multiple=16)  # a padding block of 10 is the longest
-    assert long_padding.cu_seqlens.tolist() == [0, 3, 6, 16] and long_padding.max_seqlen == 16
+    # without buckets: the longest sample as a power of two, not the packed total (the kernels' grid and
+    # buffers are samples x max_seqlen)
+    assert pack_padded(embeds, mask, labels).max_seqlen == 4
+    wide = torch.ones(3, 200, dtype=torch.long)
+    wide[:, 150:] = 0
+    unbucketed = pack_padded(torch.zeros(3, 200, 1), wide, torch.zeros(3, 200, dtype=torch.long))
+    assert unbucketed.real_tokens == 450 and unbucketed.max_seqlen == 256
 
 
 @pytest.mark.parametrize("params", [frozenset({"window_size"}), frozenset({"window_size", "enable_gqa", "scale"}),
@@ -95,13 +99,23 @@ def test_fused_path_equals_per_sample_sdpa_with_buckets(monkeypatch, params):
     assert int(fused.num_tokens) == int(batch["attention_mask"].sum())  # real tokens, padding excluded
     assert len(calls) == 2  # one call per layer for the whole micro batch
     shape_q, shape_k, max_q, kwargs = calls[0]
-    lengths = batch["attention_mask"].sum(dim=1).tolist()
-    assert shape_q[0] == bucketed_length(sum(lengths), 32)
-    # the kernels' bound is the longest block (sample or padding) as a power of two, not the packed total
-    assert max_q == next_power_of_two(max(*lengths, shape_q[0] - sum(lengths))) < shape_q[0]
+    assert shape_q[0] == bucketed_length(int(batch["attention_mask"].sum()), 32) == max_q
     causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
     assert causal.items() <= kwargs.items()
     assert (shape_k[1] == 2) == ("enable_gqa" in params)  # KV heads repeated only without native GQA
+
+
+def test_unbucketed_fused_call_gets_the_longest_sample_as_its_bound(monkeypatch):
+    """Without buckets the kernels are told the longest sample (as a power of two), not the packed total."""
+    model = tiny_lm(seed=3).eval()
+    attention.set_language_model_attention(model, attention.SDPA_VARLEN)
+    batch = _batches(1)[0]
+    calls = []
+    _use_stand_in(monkeypatch, frozenset({"window_size"}), calls)
+    TrainingModule(model, SpeedConfig(packing=True, attn_implementation="sdpa_varlen"), CausalLMParts(model))(batch)
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    shape_q, _, max_q, _ = calls[0]
+    assert shape_q[0] == sum(lengths) and max_q == next_power_of_two(max(lengths)) < sum(lengths)
 
 
 def _compiled_forward_counts(monkeypatch, shapes: str, multiple: int, batches: list[dict]) -> tuple[int, int]:
