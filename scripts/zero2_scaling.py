@@ -1,12 +1,13 @@
 """Issue 5's multi-GPU check, setup + comparison (run from the repo root; scripts/zero2_scaling.sh
 drives it on a machine with 2 GPUs).
 
-setup OUT_DIR [WORKERS [STEPS [BUCKET [MICRO]]]]: a navigation store + two train configs with the same
+setup OUT_DIR [WORKERS [STEPS [BUCKET [MICRO [COMPILE]]]]]: a navigation store + two train configs with the same
   global batch of 2 x MICRO (one.yaml: 1 GPU x micro batch MICRO x accumulation 2; two.yaml: 2 GPUs x
   micro batch MICRO; small preset, ZeRO-2, the same samples per step; MICRO default 8; WORKERS data loader
   processes per rank, default 4; STEPS optimizer steps, default 50: more steps give a steadier samples/s
   median; BUCKET, if given and not 0, ZeRO's reduce_bucket_size in elements for both, over
-  configs/deepspeed/zero2.json's).
+  configs/deepspeed/zero2.json's; COMPILE 1: speed.compile_blocks for both, torch.compile of each LM
+  decoder layer, fewer kernel launches for a host-bound step).
 compare ONE_RUN TWO_RUN [ONE_RUN TWO_RUN ...] JSON: per pair the loss curves, their max relative
   difference (first 50 steps) and the samples/s ratio; over all pairs the pooled ratio (mean 2-GPU rate / mean 1-GPU rate)
   and the median of the pairs' ratios; with several pairs, the repeat noise (max relative loss difference
@@ -20,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def setup(out: Path, workers: int = 4, steps: int = 50, bucket: int = 0, micro: int = 8) -> None:
+def setup(out: Path, workers: int = 4, steps: int = 50, bucket: int = 0, micro: int = 8,
+          compile_blocks: int = 0) -> None:
     sys.path.insert(0, str(REPO / "tests" / "rollout"))
     from rollout_fixtures import make_trajectory
 
@@ -48,7 +50,7 @@ optim: {{lr: 5.0e-5}}
 data: {{num_frames: 32, num_history: 8, num_workers: {workers}, pin_memory: true,
         sources: [{{kind: store, path: {store_dir}, name: nav}}]}}
 speed: {{packing: true, attn_implementation: sdpa_varlen, assistant_only_logits: true,
-         gradient_checkpointing: false}}
+         gradient_checkpointing: false, compile_blocks: {str(bool(compile_blocks)).lower()}}}
 {overrides}
 """)
 
@@ -107,6 +109,6 @@ def compare(runs: list[Path], out: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
-        setup(Path(sys.argv[2]), *(int(float(arg)) for arg in sys.argv[3:7]))
+        setup(Path(sys.argv[2]), *(int(float(arg)) for arg in sys.argv[3:8]))
     else:
         compare([Path(arg) for arg in sys.argv[2:-1]], Path(sys.argv[-1]))
