@@ -64,6 +64,15 @@ def engine_layout(ds_config: dict[str, Any]) -> dict[str, Any]:
             "zero": {0: "0", 1: "1/2", 2: "1/2", 3: "3"}[stage]}
 
 
+def check_optimizer_groups(saved: list[str] | None, current: list[str], where: Path) -> None:
+    """Refuse a checkpoint whose optimizer groups differ (other per-part lrs or weight decay merge the
+    parts differently): ZeRO's saved partitions are per group. None: saved before groups were recorded."""
+    if saved is None or list(saved) == list(current):
+        return
+    raise ValueError(f"checkpoint {where} has optimizer groups {list(saved)}, this run {list(current)} (groups with "
+                     f"equal lr and weight decay are merged): resume with the checkpoint's optim settings")
+
+
 _WEIGHTS = {"bf16": "bf16 weights with DeepSpeed's fp32 master copy (bf16: true, speed.torch_autocast: false)",
             "fp32": "fp32 weights (speed.torch_autocast: true, or bf16: false)"}
 

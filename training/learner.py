@@ -30,7 +30,7 @@ from training.deepspeed_config import build_deepspeed_config, learner_clips_grad
 from training.distributed import barrier, init_distributed, rank, world_size
 from training.flops import FlopCounter, mfu
 from training.logging import TrainLogger
-from training.model_setup import parameter_groups, prepare_model, set_seed
+from training.model_setup import merge_equal_groups, parameter_groups, prepare_model, set_seed
 from training.modules import ModelParts, TrainingModule
 from training.schedule import build_scheduler
 from training.stats import StepStats, labelled_count
@@ -107,7 +107,7 @@ class Learner:
     def _build_engine(self, model: nn.Module, parts: ModelParts | None, ds_config: dict) -> tuple[Any, list[str]]:
         import deepspeed
 
-        groups = parameter_groups(model, self.config.optim)
+        groups = merge_equal_groups(parameter_groups(model, self.config.optim))
         names = [group.pop("name") for group in groups]
         optim = self.config.optim
         cuda = torch.cuda.is_available()
@@ -271,7 +271,8 @@ class Learner:
         self.engine.save_checkpoint(str(root), tag=tag, client_state={"learner_step": step})
         learner_state = {"step": step, "data": state["data"], "samples_seen": state["samples_seen"],
                          "fingerprint": self.fingerprint, "world_size": self.world_size,
-                         "engine_layout": self.engine_layout, "config": config_to_dict(self.config)}
+                         "engine_layout": self.engine_layout, "optimizer_groups": self.group_names,
+                         "config": config_to_dict(self.config)}
         ckpt.write_learner_state(root / tag, learner_state, self.rank, rng=state["rng"])
         barrier()
         if self.rank == 0:
@@ -289,6 +290,7 @@ class Learner:
             raise ValueError(f"checkpoint {path} was saved with {state['world_size']} ranks, this run has "
                              f"{self.world_size} (ZeRO partitions differ)")
         ckpt.check_engine_layout(state.get("engine_layout"), self.engine_layout, path)
+        ckpt.check_optimizer_groups(state.get("optimizer_groups"), self.group_names, path)
         loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
                                                 load_lr_scheduler_states=True)
         if loaded is None:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("training")
 
-PROGRESS_KEYS = ("loss", "lr/lm", "grad_norm", "tokens_per_s", "mfu")
+PROGRESS_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu")  # "lr": the first group's
 
 
 class TrainLogger:
@@ -48,8 +48,9 @@ class TrainLogger:
             self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
             self._jsonl.flush()
         if self._bar is not None:
-            shown = {k.split("/")[0] if k == "lr/lm" else k: _short(scalars[k]) for k in PROGRESS_KEYS
-                     if k in scalars}
+            first_lr = next((k for k in scalars if k.startswith("lr/")), None)
+            values = {**scalars, "lr": scalars[first_lr]} if first_lr else scalars
+            shown = {k: _short(values[k]) for k in PROGRESS_KEYS if k in values}
             self._bar.set_postfix(shown, refresh=False)
 
     def set_step(self, step: int) -> None:

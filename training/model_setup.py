@@ -49,6 +49,33 @@ def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any
     return groups
 
 
+def merge_equal_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One optimizer group per distinct set of hyperparameters (lr, weight_decay, ...), in first-seen order.
+
+    The same update as the separate groups, with fewer of them: DeepSpeed's ZeRO optimizer keeps a flat
+    buffer per group and per group takes a norm, checks it on the host (a GPU sync), clips, steps and
+    copies back, so a host-bound step pays for every group. The merged name joins the parts
+    ("vision_tower+projector+language_model.no_decay", or without a suffix where the suffixes differ).
+    """
+    merged: dict[tuple, dict[str, Any]] = {}
+    for group in groups:
+        settings = tuple(sorted((k, v if not isinstance(v, list) else tuple(v))
+                                for k, v in group.items() if k not in ("params", "name")))
+        if settings in merged:
+            merged[settings]["params"] = [*merged[settings]["params"], *group["params"]]
+            merged[settings]["names"].append(group["name"])
+        else:
+            merged[settings] = {**group, "params": list(group["params"]), "names": [group["name"]]}
+    result = []
+    for group in merged.values():
+        names = group.pop("names")
+        parts = list(dict.fromkeys(name.split(".")[0] for name in names))
+        suffixes = {name.partition(".")[2] for name in names}
+        group["name"] = "+".join(parts) + (f".{suffixes.pop()}" if len(suffixes) == 1 and "" not in suffixes else "")
+        result.append(group)
+    return result
+
+
 def _generic_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, param in model.named_parameters():

@@ -43,7 +43,7 @@ def test_autocast_resume_with_grad_accumulation_reproduces_the_uninterrupted_run
     expected = [reference.train_step() for _ in range(total)]
     assert all(s["grad_norm"] > 0.05 for s in expected)  # pre-clip norms: the learner clips every step
     # the warmup + cosine schedule changes the lr at every step, so a lost scheduler state shows
-    assert len({s["lr/lm"] for s in expected[split:]}) == total - split
+    assert len({s["lr/lm+lm_no_decay"] for s in expected[split:]}) == total - split
 
     first = with_dropout(lm_learner(config("b")))
     first.train(steps=split)
@@ -63,7 +63,7 @@ def test_autocast_resume_with_grad_accumulation_reproduces_the_uninterrupted_run
     # Exact: the same fp32 weights, Adam moments, lr, batches and dropout masks in the same process give
     # bitwise-equal CPU kernels (pytest.approx only for its readable diff).
     assert [s["loss"] for s in got] == pytest.approx([s["loss"] for s in expected[split:]], rel=0, abs=0)
-    assert [s["lr/lm"] for s in got] == [s["lr/lm"] for s in expected[split:]]
+    assert [s["lr/lm+lm_no_decay"] for s in got] == [s["lr/lm+lm_no_decay"] for s in expected[split:]]
     assert resumed.engine.global_steps == total
 
 

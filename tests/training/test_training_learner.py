@@ -59,10 +59,19 @@ def test_lr_follows_warmup_cosine(make_config):
     from training.schedule import lr_multiplier
 
     multiplier = lr_multiplier(config.schedule, 6)
+    assert learner.group_names == ["lm+lm_no_decay"]  # no weight decay: one group with the same lr
     for step in range(6):
         scalars = learner.train_step()
-        assert scalars["lr/lm"] == pytest.approx(1e-3 * multiplier(step))
-        assert scalars["lr/lm_no_decay"] == pytest.approx(1e-3 * multiplier(step))
+        assert scalars["lr/lm+lm_no_decay"] == pytest.approx(1e-3 * multiplier(step))
+
+
+def test_groups_with_other_settings_stay_apart(make_config):
+    config = make_config(steps=2)
+    config.optim.weight_decay = 0.1  # decayed weights and biases / norms now differ: two groups
+    learner = lm_learner(config)
+    assert learner.group_names == ["lm", "lm_no_decay"]
+    assert [g["weight_decay"] for g in learner.engine.optimizer.param_groups] == [0.1, 0.0]
+    assert learner.train_step()["loss"] > 0
 
 
 @pytest.mark.parametrize("stage", [2, 3])
