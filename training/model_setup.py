@@ -58,22 +58,18 @@ def merge_equal_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ("vision_tower+projector+language_model.no_decay", or without a suffix where the suffixes differ).
     """
     merged: dict[tuple, dict[str, Any]] = {}
+    names: dict[tuple, list[str]] = {}
     for group in groups:
-        settings = tuple(sorted((k, v if not isinstance(v, list) else tuple(v))
+        settings = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                 for k, v in group.items() if k not in ("params", "name")))
-        if settings in merged:
-            merged[settings]["params"] = [*merged[settings]["params"], *group["params"]]
-            merged[settings]["names"].append(group["name"])
-        else:
-            merged[settings] = {**group, "params": list(group["params"]), "names": [group["name"]]}
-    result = []
-    for group in merged.values():
-        names = group.pop("names")
-        parts = list(dict.fromkeys(name.split(".")[0] for name in names))
-        suffixes = {name.partition(".")[2] for name in names}
-        group["name"] = "+".join(parts) + (f".{suffixes.pop()}" if len(suffixes) == 1 and "" not in suffixes else "")
-        result.append(group)
-    return result
+        merged.setdefault(settings, {**group, "params": []})["params"].extend(group["params"])
+        names.setdefault(settings, []).append(group["name"])
+    for settings, group in merged.items():
+        parts = list(dict.fromkeys(name.split(".")[0] for name in names[settings]))
+        suffixes = {name.partition(".")[2] for name in names[settings]}
+        suffix = suffixes.pop() if len(suffixes) == 1 else ""
+        group["name"] = "+".join(parts) + (f".{suffix}" if suffix else "")
+    return list(merged.values())
 
 
 def _generic_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
