@@ -158,11 +158,13 @@ class Learner:
             out = self.engine(self._to_device(batch))
             self.engine.backward(self._objective(out.loss, count, step_tokens))
             self._check_finite(out.loss, start_state)  # before the update, so the saved state is good
+            # Read the losses while the GPU is drained by that check anyway: read after step(), they would
+            # wait for the optimizer's kernels, which can instead run while the host prepares the next batch.
+            stats.add_loss(out, batch, count)
             if self._clip_params and self.engine.is_gradient_accumulation_boundary():
                 self._grad_norm = torch.nn.utils.clip_grad_norm_(self._clip_params, self.config.grad_clip,
                                                                  foreach=True)
             self.engine.step()
-            stats.add_loss(out, batch, count)
         self.step += 1
         stats.seconds = time.perf_counter() - started
         for source, count in stats.sources.items():

@@ -211,3 +211,19 @@ def test_grad_accumulation_matches_the_larger_micro_batch(make_config, tmp_path)
     other = [per_micro.train_step()["loss"] for _ in range(4)]
     assert other[0] == pytest.approx(expected[0], rel=1e-5)  # same weights, same logged token mean...
     assert other[1:] != pytest.approx(expected[1:], rel=1e-5)  # ...but the mean of means is another gradient
+
+
+def test_losses_are_read_before_the_update_is_queued(make_config, monkeypatch):
+    # The host reads the micro batch's loss while the finite check has drained the GPU; a read after
+    # engine.step() would wait for the optimizer's kernels instead of letting them overlap the next batch.
+    from training.stats import StepStats
+
+    config = make_config(steps=2, grad_accum_steps=2)
+    learner = lm_learner(config)
+    events = []
+    step, add_loss = learner.engine.step, StepStats.add_loss
+    monkeypatch.setattr(learner.engine, "step", lambda *a, **k: events.append("step") or step(*a, **k))
+    monkeypatch.setattr(StepStats, "add_loss", lambda self, *a: events.append("loss") or add_loss(self, *a))
+    scalars = learner.train_step()
+    assert events == ["loss", "step", "loss", "step"]
+    assert scalars["loss"] > 0
