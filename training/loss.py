@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from agent.multimodal import nonzero_indices
+
 IGNORE_INDEX = -100
 
 
@@ -29,10 +31,15 @@ class TokenLosses:
     cols: torch.Tensor | None = None  # (N,) column of the hidden state that predicts it (packed rows: maps to samples)
 
 
-def shifted_label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows, positions, targets) for every hidden state at t that predicts a label at t+1."""
+def shifted_label_positions(labels: torch.Tensor, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, positions, targets) for every hidden state at t that predicts a label at t+1. `count`: how
+    many there are, known on the host (training.packing.packed_label_count); it saves the sync that
+    nonzero needs to size its output, and must be exact (it is checked where that is free: on the CPU)."""
     next_labels = labels[:, 1:]
-    rows, cols = torch.nonzero(next_labels != IGNORE_INDEX, as_tuple=True)
+    keep = next_labels != IGNORE_INDEX
+    if count is not None and keep.device.type == "cpu" and int(keep.sum()) != count:
+        raise ValueError(f"host label count {count} != {int(keep.sum())} labelled positions in the micro batch")
+    rows, cols = nonzero_indices(keep, count)
     return rows, cols, next_labels[rows, cols]
 
 
@@ -44,9 +51,10 @@ def _chunk_ce(lm_head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Ten
 
 def assistant_only_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor,
                                  lm_head: Callable[[torch.Tensor], torch.Tensor],
-                                 chunk_tokens: int = 4096) -> TokenLosses:
-    """hidden (B, T, H) from the LM backbone, labels (B, T) unshifted; returns the mean CE."""
-    rows, cols, targets = shifted_label_positions(labels)
+                                 chunk_tokens: int = 4096, count: int | None = None) -> TokenLosses:
+    """hidden (B, T, H) from the LM backbone, labels (B, T) unshifted; returns the mean CE. `count`: the
+    labelled positions, if known on the host (see shifted_label_positions)."""
+    rows, cols, targets = shifted_label_positions(labels, count)
     if targets.numel() == 0:
         # No labelled token in this micro batch: a zero loss that still touches the graph.
         zero = hidden.sum() * 0.0

@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 
 from training.config import SpeedConfig
 from training.loss import TokenLosses, assistant_only_cross_entropy, full_logits_cross_entropy
-from training.packing import pack_padded
+from training.packing import pack_padded, packed_label_count
 
 
 @dataclass
@@ -63,7 +63,7 @@ class CausalLMParts:
     def host_info(self, batch: dict[str, Any]) -> dict[str, Any]:
         mask = batch.get("attention_mask")
         lengths = mask.sum(1) if mask is not None else torch.full((batch["input_ids"].shape[0],), batch["input_ids"].shape[1])
-        return {"host_lengths": tuple(lengths.tolist())}
+        return {"host_lengths": tuple(lengths.tolist()), "host_labelled": packed_label_count(batch["labels"], mask)}
 
     def backbone(self, inputs_embeds, attention_mask, position_ids, **attention_kwargs):
         out = self.model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -101,7 +101,8 @@ class SlowFastParts:
         images = batch.get("images")
         frames = int(images.shape[0]) if isinstance(images, torch.Tensor) else 0
         layout = host_layout(input_ids, mask, counts, num_memory, frames, int(self.model.config.tokens_per_frame))
-        return {"host_layout": layout, "host_lengths": layout.lengths}
+        return {"host_layout": layout, "host_lengths": layout.lengths,
+                "host_labelled": packed_label_count(batch["labels"], mask)}
 
     def backbone(self, inputs_embeds, attention_mask, position_ids, **attention_kwargs):
         out = self.model.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -169,17 +170,20 @@ class TrainingModule(nn.Module):
                                     packed_cu_seqlens=packed.cu_seqlens, packed_max_seqlen=packed.max_seqlen)
             labels, sample_of = packed.labels, packed.sample_of_token
             num_tokens = packed.real_tokens
+            label_count = batch.get("host_labelled")  # exact for the packed row only
         else:
             hidden = parts.backbone(embedded.inputs_embeds, embedded.attention_mask, embedded.position_ids)
             labels, sample_of = embedded.labels, None
             num_tokens = embedded.attention_mask.sum()
-        losses = self._loss(hidden, labels, parts)
+            label_count = None
+        losses = self._loss(hidden, labels, parts, label_count)
         rows = losses.rows if sample_of is None else sample_of[losses.cols]  # no second nonzero (a sync)
         return StepLoss(losses.loss, losses.token_losses, rows, num_tokens)
 
-    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, parts: ModelParts) -> TokenLosses:
+    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, parts: ModelParts,
+              label_count: int | None) -> TokenLosses:
         if self.speed.assistant_only_logits:
-            return assistant_only_cross_entropy(hidden, labels, parts.lm_head, self.speed.ce_chunk_tokens)
+            return assistant_only_cross_entropy(hidden, labels, parts.lm_head, self.speed.ce_chunk_tokens, label_count)
         return full_logits_cross_entropy(parts.lm_head(hidden), labels)
 
 
@@ -194,5 +198,5 @@ def _to_autocast_dtype(embeds: torch.Tensor) -> torch.Tensor:
 
 
 # Batch keys that describe the batch for logging and never go into the model.
-NON_MODEL_KEYS = frozenset({"task_type", "source", "host_layout", "host_lengths"})
+NON_MODEL_KEYS = frozenset({"task_type", "source", "host_layout", "host_lengths", "host_labelled"})
 

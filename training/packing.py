@@ -54,6 +54,18 @@ def next_power_of_two(value: int) -> int:
     return 1 << (value - 1).bit_length()
 
 
+def packed_label_count(labels: torch.Tensor, attention_mask: torch.Tensor | None) -> int:
+    """Labelled positions the loss sees after `pack_padded`, counted on the CPU batch: each sample's
+    labels except its first valid token's (packing ignores it; the model's visual-token insertion keeps
+    the order and labels no inserted token). Known on the host, it sizes the loss's index tensors
+    without a device->host sync."""
+    valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+    labelled = (labels != IGNORE_INDEX) & valid
+    if labelled.shape[0]:
+        labelled[torch.arange(labelled.shape[0]), valid.int().argmax(dim=1)] = False
+    return int(labelled.sum())
+
+
 def pack_padded(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 multiple: int = 0, lengths: Sequence[int] | None = None) -> Packed:
     """Keep tokens where attention_mask is 1 (left or right padding), in order, one sample after another;

@@ -99,3 +99,38 @@ def test_sdpa_varlen_attention_gives_the_padded_batch_loss_and_gradients(model_a
 def test_split_path_without_adapter_is_refused():
     with pytest.raises(ValueError, match="need a ModelParts adapter"):
         TrainingModule(tiny_lm(), SpeedConfig(packing=True), None)
+
+
+@pytest.mark.parametrize("left_padded", [False, True])
+def test_host_label_count_is_what_the_packed_loss_sees(left_padded):
+    from training.loss import shifted_label_positions
+    from training.packing import packed_label_count
+
+    # Rows of 6 with 4, 6 and 3 valid tokens; the first valid token of the second and third samples is
+    # labelled (packing ignores it), so with left padding a per-row labels[:, 1:] count is off by one.
+    labels = torch.tensor([[-100, 5, 6, -100, -100, -100], [7, -100, 8, 9, -100, 4], [3, 2, -100, -100, -100, -100]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 1, 0, 0, 0]])
+    if left_padded:  # the same samples, padding on the left
+        labels = torch.stack([torch.cat([row[m.bool()], row[~m.bool()]]).roll(int((~m.bool()).sum())) for row, m in zip(labels, mask)])
+        mask = mask.flip(1)
+    embeds = torch.randn(3, 6, 4)
+    packed = pack_padded(embeds, mask, labels)
+    rows, cols, targets = shifted_label_positions(packed.labels)
+    count = packed_label_count(labels, mask)
+    assert count == rows.numel() == 6  # 5, 6 | 8, 9, 4 | 2
+    assert int((labels[:, 1:] != -100).sum()) == (7 if left_padded else 6)
+    assert [t.tolist() for t in shifted_label_positions(packed.labels, count)] == [rows.tolist(), cols.tolist(), targets.tolist()]
+    with pytest.raises(ValueError, match="host label count 5 != 6"):
+        shifted_label_positions(packed.labels, 5)
+
+
+def test_packed_forward_takes_the_host_count_and_gives_the_same_loss(model_and_batch):
+    model, batch = model_and_batch
+    parts = CausalLMParts(model)
+    module = TrainingModule(model, SpeedConfig(packing=True, assistant_only_logits=True, gradient_checkpointing=False), parts)
+    info = parts.host_info(batch)
+    assert info["host_labelled"] == int((batch["labels"][:, 1:] != -100).sum())  # first tokens unlabelled here
+    with torch.no_grad():
+        with_count = module({**batch, **info}).loss
+        without = module({**batch, "host_lengths": info["host_lengths"]}).loss
+    assert with_count.item() == without.item()
