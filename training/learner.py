@@ -176,21 +176,26 @@ class Learner:
         self._window = StepStats(steps=0)
         return scalars
 
-    def _objective(self, loss: torch.Tensor, count: int, step_tokens: int) -> torch.Tensor:
+    def _objective(self, loss: torch.Tensor, count: int, step_tokens: int | torch.Tensor) -> torch.Tensor:
         """The micro batch mean rescaled so that, after DeepSpeed divides by grad_accum and averages
         over ranks, the gradient is the mean over all labelled tokens of the step."""
-        if self.config.loss_normalization == "micro_batch" or step_tokens == 0:
+        if self.config.loss_normalization == "micro_batch":
             return loss
-        return loss * (count * self.config.grad_accum_steps * self.world_size / step_tokens)
+        scale = count * self.config.grad_accum_steps * self.world_size
+        if isinstance(step_tokens, torch.Tensor):  # summed over ranks on the device: no host read
+            return torch.where(step_tokens > 0, loss * scale / step_tokens.clamp(min=1), loss)
+        return loss if step_tokens == 0 else loss * (scale / step_tokens)
 
-    def _tokens_over_ranks(self, count: int) -> int:
+    def _tokens_over_ranks(self, count: int) -> int | torch.Tensor:
+        """The step's labelled tokens over all ranks; with several ranks a device tensor, so the step
+        does not wait for the previous step's kernels to read it back."""
         if self.world_size == 1 or self.config.loss_normalization == "micro_batch":
             return count
         import torch.distributed as dist
 
-        total = torch.tensor([count], dtype=torch.int64, device=self.device)
+        total = torch.tensor(count, dtype=torch.float32, device=self.device)
         dist.all_reduce(total)
-        return int(total)
+        return total
 
     def _after_step(self, scalars: dict[str, float]) -> None:
         if self.step % self.config.log_every == 0:

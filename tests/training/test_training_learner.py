@@ -227,3 +227,18 @@ def test_losses_are_read_before_the_update_is_queued(make_config, monkeypatch):
     scalars = learner.train_step()
     assert events == ["loss", "step", "loss", "step"]
     assert scalars["loss"] > 0
+
+
+def test_objective_takes_the_rank_sum_as_a_device_tensor_or_an_int(make_config):
+    # With several ranks the step's token count stays on the device (no host read before the forward).
+    from types import SimpleNamespace
+
+    from training.learner import Learner
+
+    fake = SimpleNamespace(config=make_config(steps=1, grad_accum_steps=2), world_size=2)
+    loss = torch.tensor(1.5)
+    as_int = Learner._objective(fake, loss, 3, 24)
+    as_tensor = Learner._objective(fake, loss, 3, torch.tensor(24.0))
+    assert as_int.item() == pytest.approx(1.5 * 3 * 2 * 2 / 24) and as_tensor.item() == pytest.approx(as_int.item())
+    assert Learner._objective(fake, loss, 0, torch.tensor(0.0)).item() == 1.5  # no labelled token anywhere
+    assert Learner._objective(fake, loss, 0, 0).item() == 1.5
