@@ -1,13 +1,14 @@
 """Issue 5's multi-GPU check, setup + comparison (run from the repo root; scripts/zero2_scaling.sh
 drives it on a machine with 2 GPUs).
 
-setup OUT_DIR [WORKERS [STEPS [BUCKET [MICRO [COMPILE]]]]]: a navigation store + two train configs with the same
+setup OUT_DIR [WORKERS [STEPS [BUCKET [MICRO [COMPILE [OVERLAP]]]]]]: a navigation store + two train configs with the same
   global batch of 2 x MICRO (one.yaml: 1 GPU x micro batch MICRO x accumulation 2; two.yaml: 2 GPUs x
   micro batch MICRO; small preset, ZeRO-2, the same samples per step; MICRO default 8; WORKERS data loader
   processes per rank, default 4; STEPS optimizer steps, default 50: more steps give a steadier samples/s
   median; BUCKET, if given and not 0, ZeRO's reduce_bucket_size in elements for both, over
   configs/deepspeed/zero2.json's; COMPILE 1: speed.compile_blocks for both, torch.compile of each LM
-  decoder layer, fewer kernel launches for a host-bound step).
+  decoder layer, fewer kernel launches for a host-bound step; OVERLAP 0: ZeRO's overlap_comm off for both,
+  which drops the device-wide synchronize DeepSpeed calls around each gradient bucket with it on).
 compare ONE_RUN TWO_RUN [ONE_RUN TWO_RUN ...] JSON: per pair the loss curves, their max relative
   difference (first 50 steps) and the samples/s ratio; over all pairs the pooled ratio (mean 2-GPU rate / mean 1-GPU rate)
   and the median of the pairs' ratios; with several pairs, the repeat noise (max relative loss difference
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def setup(out: Path, workers: int = 4, steps: int = 50, bucket: int = 0, micro: int = 8,
-          compile_blocks: int = 0) -> None:
+          compile_blocks: int = 0, overlap_comm: int = 1) -> None:
     sys.path.insert(0, str(REPO / "tests" / "rollout"))
     from rollout_fixtures import make_trajectory
 
@@ -32,7 +33,9 @@ def setup(out: Path, workers: int = 4, steps: int = 50, bucket: int = 0, micro: 
     store = EpisodeStore(store_dir, StoreConfig(fsync=False))
     for index in range(128):
         store.add(make_trajectory(num_steps=64, episode_id=f"ep{index}", size=64))
-    overrides = f"deepspeed_overrides: {{zero_optimization: {{reduce_bucket_size: {bucket}}}}}" if bucket else ""
+    zero = {**({"reduce_bucket_size": bucket} if bucket else {}), **({} if overlap_comm else {"overlap_comm": "false"})}
+    overrides = ("deepspeed_overrides: {zero_optimization: {" + ", ".join(f"{k}: {v}" for k, v in zero.items()) + "}}"
+                 if zero else "")
     for name, accum in (("one", 2), ("two", 1)):  # global batch 2 x micro = 1 x micro x 2 = 2 x micro x 1
         (out / f"{name}.yaml").write_text(f"""
 model_preset: small
@@ -109,6 +112,6 @@ def compare(runs: list[Path], out: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
-        setup(Path(sys.argv[2]), *(int(float(arg)) for arg in sys.argv[3:8]))
+        setup(Path(sys.argv[2]), *(int(float(arg)) for arg in sys.argv[3:9]))
     else:
         compare([Path(arg) for arg in sys.argv[2:-1]], Path(sys.argv[-1]))

@@ -58,20 +58,22 @@ def test_loss_curves_are_compared_over_the_first_50_steps(tmp_path):
     assert result["pairs"][0]["steps"] == [60, 60]
 
 
-def test_setup_writes_one_global_batch_the_bucket_override_and_compile(tmp_path):
+def test_setup_writes_one_global_batch_the_zero_overrides_and_compile(tmp_path):
     from training.config import load_train_config
     from training.deepspeed_config import build_deepspeed_config
 
     script = _load()
-    script.setup(tmp_path, 2, 7, 50_000_000, 16, 1)
+    script.setup(tmp_path, 2, 7, 50_000_000, 16, 1, 0)
     one, two = load_train_config(tmp_path / "one.yaml"), load_train_config(tmp_path / "two.yaml")
     assert (one.micro_batch_size, one.grad_accum_steps, two.micro_batch_size, two.grad_accum_steps) == (16, 2, 16, 1)
     assert one.steps == two.steps == 7
     for config in (one, two):
-        assert build_deepspeed_config(config)["zero_optimization"]["reduce_bucket_size"] == 50_000_000
+        zero = build_deepspeed_config(config)["zero_optimization"]
+        assert zero["reduce_bucket_size"] == 50_000_000 and zero["overlap_comm"] is False
         assert config.speed.compile_blocks
     script.setup(tmp_path / "default", 2, 7)  # no bucket: configs/deepspeed/zero2.json's
     default = load_train_config(tmp_path / "default" / "one.yaml")
     assert default.micro_batch_size == 8 and default.deepspeed_overrides == {}
     assert not default.speed.compile_blocks
     assert build_deepspeed_config(default)["zero_optimization"]["reduce_bucket_size"] == 200_000_000
+    assert build_deepspeed_config(default)["zero_optimization"]["overlap_comm"] is True
