@@ -33,9 +33,8 @@ def setup(out: Path, workers: int = 4, steps: int = 50, bucket: int = 0, micro: 
     store = EpisodeStore(store_dir, StoreConfig(fsync=False))
     for index in range(128):
         store.add(make_trajectory(num_steps=64, episode_id=f"ep{index}", size=64))
-    zero = {**({"reduce_bucket_size": bucket} if bucket else {}), **({} if overlap_comm else {"overlap_comm": "false"})}
-    overrides = ("deepspeed_overrides: {zero_optimization: {" + ", ".join(f"{k}: {v}" for k, v in zero.items()) + "}}"
-                 if zero else "")
+    zero = {**({"reduce_bucket_size": bucket} if bucket else {}), **({} if overlap_comm else {"overlap_comm": False})}
+    overrides = f"deepspeed_overrides: {json.dumps({'zero_optimization': zero})}" if zero else ""  # JSON is YAML
     for name, accum in (("one", 2), ("two", 1)):  # global batch 2 x micro = 1 x micro x 2 = 2 x micro x 1
         (out / f"{name}.yaml").write_text(f"""
 model_preset: small

@@ -32,9 +32,8 @@ class Packed:
     # An upper bound of any block's length. Flash varlen kernels size their grid and softmax buffers as
     # (samples x max_seqlen), so the packed total N costs O(samples x N), quadratic in the micro batch:
     # without buckets it is the longest sample rounded up to a power of two (few distinct values for a
-    # compiled layer to see). With buckets (the
-    # torch.compile setting) it stays N, one value per bucket, so a static compile builds one graph per
-    # bucket instead of one per (bucket, longest sample).
+    # compiled layer to see). With buckets (the torch.compile setting) it stays N, one value per bucket,
+    # so a static compile builds one graph per bucket instead of one per (bucket, longest sample).
     max_seqlen: int
 
     @property
