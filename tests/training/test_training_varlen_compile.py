@@ -62,7 +62,10 @@ def test_bucketed_packing_pads_a_masked_trailing_block():
     assert packed.inputs_embeds.flatten().tolist() == [0, 1, 2, 5, 6, 7, 0, 0]
     assert packed.labels.tolist() == [[-100, 6, 7, -100, 9, 10, -100, -100]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 0, 1]]  # padding is its own block
-    assert packed.cu_seqlens.tolist() == [0, 3, 6, 8] and packed.max_seqlen == 8  # with buckets: the total
+    # the longest sample or padding block (up to multiple - 1) as a power of two: 3 -> 4 (the total, 8,
+    # would size the kernels' grid and buffers as samples x N)
+    assert packed.cu_seqlens.tolist() == [0, 3, 6, 8] and packed.max_seqlen == 4
+    assert pack_padded(embeds, mask, labels, multiple=16).max_seqlen == 16  # a 10-token padding block
     assert pack_padded(embeds, mask, labels).cu_seqlens.tolist() == [0, 3, 6]  # no bucket: no padding block
     exact = pack_padded(embeds, mask, labels, multiple=3)  # 6 tokens fill the bucket: an empty padding block
     assert exact.cu_seqlens.tolist() == [0, 3, 6, 6] and exact.inputs_embeds.shape[1] == 6
@@ -99,7 +102,9 @@ def test_fused_path_equals_per_sample_sdpa_with_buckets(monkeypatch, params):
     assert int(fused.num_tokens) == int(batch["attention_mask"].sum())  # real tokens, padding excluded
     assert len(calls) == 2  # one call per layer for the whole micro batch
     shape_q, shape_k, max_q, kwargs = calls[0]
-    assert shape_q[0] == bucketed_length(int(batch["attention_mask"].sum()), 32) == max_q
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    total = bucketed_length(sum(lengths), 32)
+    assert shape_q[0] == total and max_q == next_power_of_two(max(*lengths, 31)) < total
     causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
     assert causal.items() <= kwargs.items()
     assert (shape_k[1] == 2) == ("enable_gqa" in params)  # KV heads repeated only without native GQA
