@@ -41,3 +41,10 @@ def test_smoke_run_end_to_end(tmp_path, monkeypatch):
     # Running the same name again skips every finished stage.
     again = Pipeline(config).run()
     assert again == metrics
+    # A run folder copied without its store (GPU runs' stores are GBs) still gets its report.
+    (run_dir / "store").rename(tmp_path / "moved_store")
+    stages.pop("report")
+    (run_dir / "stages.json").write_text(json.dumps(stages))
+    assert Pipeline(config).run() == metrics
+    storeless = (run_dir / "report.md").read_text()
+    assert "episode store" in storeless and "| trained |" in storeless

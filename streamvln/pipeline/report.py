@@ -103,11 +103,16 @@ def loss_chart(run_dir: Path) -> Path:
     return line_chart(series, "training loss (smoothed over 10 steps)", "optimizer step", run_dir / "loss.png")
 
 
-def dagger_stats(store_dir: Path) -> dict[int, dict[str, float]]:
-    """Per weights version of the DAgger episodes: count, success rate, policy agreement with the expert."""
+def dagger_stats(store_dir: Path) -> dict[int, dict[str, float]] | None:
+    """Per weights version of the DAgger episodes: count, success rate, policy agreement with the expert.
+    None when the store is not there: a run folder copied from the GPU machine without its store (2 GB
+    for 16,000 episodes) still gets its report."""
     from rollout.store import EpisodeStore
 
-    store = EpisodeStore(store_dir, create=False)
+    try:
+        store = EpisodeStore(store_dir, create=False)
+    except FileNotFoundError:
+        return None
     per_version: dict[int, list[dict]] = {}
     for header in store.iter_headers(lenient=True):
         if header.source != "dagger":
@@ -185,7 +190,8 @@ def write_report(run_dir: Path, config, state: dict, model: Path) -> Path:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     loss_chart(run_dir)
     stats = dagger_stats(run_dir / "store")
-    success_chart(run_dir, stats)
+    if stats is not None:
+        success_chart(run_dir, stats)
     gif = episode_gif(run_dir, config, model, run_dir / "episode.gif") if config.eval.gif else None
     total_min = sum(stage.get("seconds", 0.0) for stage in state.values()) / 60
     timings = ", ".join(f"{name} {stage.get('seconds', 0.0):.0f} s" for name, stage in state.items())
@@ -208,6 +214,8 @@ def write_report(run_dir: Path, config, state: dict, model: Path) -> Path:
                   "|---|---|---|---|"]
         lines += [f"| v{v} | {s['episodes']} | {s['SR']:.3f} | {s['agreement']:.3f} |" for v, s in stats.items()]
         lines += ["", "![dagger](success.png)", ""]
+    elif stats is None:
+        lines += ["## Online DAgger", "", f"Not shown: the run's episode store (`{run_dir / 'store'}`) is not here.", ""]
     if gif is not None:
         lines += ["## One episode", "", f"Episode {gif['episode_id']}: \"{gif['instruction']}\" -> SR {gif['SR']:.0f}, "
                   f"NE {gif['NE']:.2f} m, {gif['steps']:.0f} steps.", "", "![episode](episode.gif)", ""]
