@@ -212,3 +212,20 @@ def test_start_model_stands_in_for_the_offline_stage(tmp_path):
     # the online stage and the offline eval row read the copied model
     assert pipeline.online_train_config().model_path == str(model)
     assert pipeline.trained_model() == model
+
+
+def test_shipped_bc_only_run_names_the_row_its_table_has(tmp_path):
+    """A BC-only run evaluated as `policies: [trained]` (data16k_long_mini) ships its offline model: the
+    README must point at the trained row, the only one in its table."""
+    from streamvln.pipeline.results import MODEL_FILES
+
+    run_dir = tmp_path / "runs" / "bc_only"
+    model = run_dir / "offline" / "model"
+    model.mkdir(parents=True)
+    for name in MODEL_FILES:
+        (model / name).write_text("{}")
+    row = {"NE": 3.0, "OS": 0.6, "SR": 0.5, "SPL": 0.45, "nDTW": 0.7, "episodes": 4}
+    (run_dir / "metrics.json").write_text(json.dumps({"run": "bc_only", "trained_model": str(model),
+                                                       "policies": {"trained": row}}))
+    readme = (ship_checkpoint(run_dir, tmp_path / "checkpoints" / "bc_only") / "README.md").read_text()
+    assert "Reproduce the trained row" in readme and "| trained | 4 |" in readme

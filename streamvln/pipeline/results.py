@@ -105,7 +105,9 @@ def ship_checkpoint(run_dir: Path, out_dir: Path, max_mb: float = DEFAULT_MAX_MB
     shutil.copy2(run_dir / "metrics.json", staging / "metrics.json")
     if (run_dir / "run_config.json").is_file():
         shutil.copy2(run_dir / "run_config.json", staging / "run_config.json")
-    row = "offline" if model.resolve() == (run_dir / "offline" / "model").resolve() else "trained"
+    # A BC-only run's table may have no offline row (`eval.policies: [trained]`): its trained row is this model.
+    is_offline = model.resolve() == (run_dir / "offline" / "model").resolve()
+    row = "offline" if is_offline and "offline" in metrics["policies"] else "trained"
     (staging / "README.md").write_text(checkpoint_readme(out_dir, metrics, run_dir, row))
     if out_dir.exists():
         shutil.rmtree(out_dir)
