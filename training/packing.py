@@ -6,12 +6,10 @@ SDPA / FlexAttention, so no sample attends to another and no FLOP is spent on pa
 sdpa_varlen attention (training/attention.py) reads `cu_seqlens` instead.
 
 Bucketing (`multiple` > 0): the packed row is padded up to a multiple of `multiple` tokens, so
-torch.compile with static shapes sees a few lengths instead of a new one every step, and so does
-cuDNN's attention: its graph cache is keyed by the query's shape, the packed length N included, and a
-new N builds a graph on the host (about 35 ms forward + 38 ms backward per step of the tiny preset at
-micro batch 128 on an H200, 46% of the profiled step, session 14; buckets should cut that to one build
-per bucket, not yet measured on a GPU). The padding is one extra trailing "sample" (its own causal
-block: no real token attends to it), label -100 (no loss).
+torch.compile with static shapes sees a few lengths instead of a new one every step. (The LM's packed
+attention runs the flash varlen kernel, which builds nothing per shape; buckets gave no measured speed-up
+of the 1.5b learner, session 15.) The padding is one extra trailing "sample" (its own causal block: no
+real token attends to it), label -100 (no loss).
 """
 
 from __future__ import annotations
@@ -36,8 +34,8 @@ class Packed:
     # An upper bound of any block's length. Flash varlen kernels size their grid and softmax buffers as
     # (samples x max_seqlen), so the packed total N would cost O(samples x N), quadratic in the micro
     # batch: it is the longest sample rounded up to a power of two, a few distinct values for a compiled
-    # layer or cuDNN's graph cache to see. With buckets it also covers the longest possible padding
-    # block (multiple - 1), so the padding's length, which changes every step, never changes it.
+    # layer to see. With buckets it also covers the longest possible padding block (multiple - 1), so
+    # the padding's length, which changes every step, never changes it.
     max_seqlen: int
 
     @property
