@@ -1,8 +1,10 @@
-"""`streamvln results` (the table from runs' metrics.json) and `streamvln ship` (a checkpoint folder)."""
+"""`streamvln results` (the table from runs' metrics.json), `streamvln compare` (two evaluations, paired by
+episode) and `streamvln ship` (a checkpoint folder)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -12,6 +14,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     table.add_argument("--out", help="markdown file to write (default: print)")
     table.add_argument("--split", nargs="+", default=["val_unseen"], help="splits to tabulate (val_unseen, val_seen)")
     table.set_defaults(handler=run_results)
+    compare = subparsers.add_parser(
+        "compare", help="paired comparison of two evaluations of the same episodes "
+                        "(mean differences, bootstrap 95%% intervals, sign test on SR)")
+    compare.add_argument("base", help="the baseline's per-episode results (eval --results FILE.jsonl)")
+    compare.add_argument("new", help="the compared model's per-episode results on the same episodes")
+    compare.add_argument("--metrics", nargs="+", help="metrics to compare (default: SR SPL NE nDTW)")
+    compare.add_argument("--resamples", type=int, help="bootstrap resamples (default: 10000)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    compare.set_defaults(handler=run_compare)
     ship = subparsers.add_parser("ship", help="copy a run's trained model + metrics + commands into checkpoints/NAME")
     ship.add_argument("--run", required=True, help="run folder (runs/<name>) whose eval stage finished")
     ship.add_argument("--out", required=True, help="checkpoint folder, e.g. checkpoints/quickstart_tiny")
@@ -34,6 +45,16 @@ def run_results(args: argparse.Namespace) -> int:
         print(f"{len(runs)} runs -> {args.out}")
     else:
         print(text)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from streamvln.pipeline.compare import compare_evaluations
+
+    given = {"metrics": tuple(args.metrics) if args.metrics else None, "resamples": args.resamples}
+    options = {name: value for name, value in given.items() if value is not None}  # else the library's defaults
+    result = compare_evaluations(Path(args.base), Path(args.new), seed=args.seed, **options)
+    print(json.dumps(result, indent=1))
     return 0
 
 
