@@ -25,7 +25,10 @@ DEFAULT_RESAMPLES = 10_000
 
 
 def read_episode_results(path: Path) -> dict[tuple[str, int], dict]:
-    """{(scene_id, episode_id): row} from an eval JSONL; a duplicate or unreadable line is an error."""
+    """{(scene_id, episode_id): row} from an eval JSONL; a duplicate or unreadable line is an error.
+
+    Not evaluation.read_results: that one serves resuming and skips a torn line, which here would
+    silently drop an episode from one side of the comparison."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such evaluation file")
@@ -73,10 +76,13 @@ def _column(rows: dict, keys: list, metric: str, name: str) -> np.ndarray:
     return np.array([float(rows[key][metric]) for key in keys])
 
 
-def bootstrap_interval(differences: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+def bootstrap_picks(episodes: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples x episodes) episode indices drawn with replacement, shared by every metric."""
+    return np.random.default_rng(seed).integers(0, episodes, size=(resamples, episodes))
+
+
+def bootstrap_interval(differences: np.ndarray, picks: np.ndarray) -> tuple[float, float]:
     """Percentile-bootstrap 95% interval of the mean of per-episode differences."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(differences), size=(resamples, len(differences)))
     means = differences[picks].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
@@ -94,10 +100,11 @@ def compare_evaluations(base_path: Path, new_path: Path, metrics: tuple[str, ...
     keys = paired_episodes(base, new, str(base_path), str(new_path))
     columns = {metric: (_column(base, keys, metric, str(base_path)),
                         _column(new, keys, metric, str(new_path))) for metric in metrics}
+    picks = bootstrap_picks(len(keys), resamples, seed)
     result: dict = {"base": str(base_path), "new": str(new_path), "episodes": len(keys), "metrics": {}}
     for metric, (base_values, new_values) in columns.items():
         differences = new_values - base_values
-        low, high = bootstrap_interval(differences, resamples, seed)
+        low, high = bootstrap_interval(differences, picks)
         result["metrics"][metric] = {"base": float(base_values.mean()), "new": float(new_values.mean()),
                                      "difference": float(differences.mean()), "ci95": [low, high]}
     if "SR" in columns:
