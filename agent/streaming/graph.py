@@ -22,10 +22,12 @@ The same code runs without a graph (`use_graph=False`) for CPU tests of the stat
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -37,6 +39,26 @@ from agent.streaming.tree import DraftTree, scratch_visibility, tree_block
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Collect Python garbage now, then no automatic collection until the block ends.
+
+    A dead CUDA graph that the cyclic collector frees during another graph's capture destroys its
+    executable there, which CUDA forbids while a stream captures: the capture fails ("operation
+    failed due to a previous error during capture"). torch.cuda.graph used to collect before each
+    capture; pytorch/pytorch#158193 made that opt-in (torch.compiler.config.force_cudagraph_gc), so a
+    server that drops agents, or a test process, failed captures at random (session 17: one prefill
+    graph of the GPU suite). GC stays off if the caller had turned it off."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def capture_graph(body: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     """Warm `body` up on a side stream, then capture it; returns the graph and its output buffer."""
     stream = torch.cuda.Stream()
@@ -46,7 +68,7 @@ def capture_graph(body: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGrap
             body()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with collection_paused(), torch.cuda.graph(graph):
         out = body()
     return graph, out
 
