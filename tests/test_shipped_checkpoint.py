@@ -15,7 +15,7 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 # (folder, STOP bias, its val_unseen SR over 500 episodes, the run's own eval over episodes 1-20:
 # runs/<run>/eval/trained_stop_bias_<B>.jsonl)
 SHIPPED = [
-    ("benchmark_mini_dagger_online", 4, 0.6, {"SR": 0.7, "NE": 2.5146785633213065, "SPL": 0.7}),
+    ("benchmark_mini_dagger_online", 4, 0.626, {"SR": 0.65, "NE": 2.432350047914725, "SPL": 0.6484105921471698}),
     ("benchmark_mini_dagger_a12w4", 4, 0.614, {"SR": 0.65, "NE": 2.721944856227691, "SPL": 0.645356809620122}),
     ("benchmark_mini_expert_online", 5, 0.598, {"SR": 0.55, "NE": 2.7467173471249673, "SPL": 0.5475563951381615}),
     ("benchmark_mini_16k", 6, 0.57, {"SR": 0.45, "NE": 3.0452347286373413, "SPL": 0.44935319117909545}),
